@@ -1,0 +1,395 @@
+"""RunConfig: one frozen, complete description of a training run.
+
+A trial trains a RunConfig, `tuner export` writes one and `tuner train` reads one, so a trial
+is reproducible from its exported config alone. Every section is a frozen dataclass; YAML goes
+in through `yaml.safe_load` and `from_dict`, which rejects unknown keys and wrong types with a
+`ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Bad user input: the message names what is wrong and where (file, key)."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Text clean-up applied to every document before splitting and tokenizing."""
+
+    normalize: Literal["none", "NFC", "NFKC"] = "NFC"
+    """Unicode normalisation form."""
+    lowercase: bool = False
+    strip_markup: bool = True
+    """Remove markdown/HTML markup (`**`, `_`, `#`, tags)."""
+    strip_punctuation: bool = False
+    min_doc_chars: int = 1
+    """Documents shorter than this (after clean-up) are dropped."""
+
+    def __post_init__(self) -> None:
+        _check(self.min_doc_chars >= 0, "preprocess.min_doc_chars", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the text comes from and how it is split into train / validation / test."""
+
+    source: Literal["shakespeare", "hub", "files"] = "shakespeare"
+    """`shakespeare` (built in, offline), `hub` (a Hugging Face dataset) or `files`."""
+    name: str = ""
+    """Hub dataset name (source=hub)."""
+    config_name: str = ""
+    """Hub dataset configuration (source=hub)."""
+    split: str = "train"
+    """Hub split to read (source=hub); tuner makes its own train/val/test split from it."""
+    paths: tuple[str, ...] = ()
+    """Local files: .txt (one document per file), .jsonl, .parquet, .csv (source=files)."""
+    text_column: str = "text"
+    max_chars: int = 0
+    """Keep only the first N characters of the corpus (0 = all); for quick runs and tests."""
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    split_seed: int = 1234
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.source != "hub" or bool(self.name), "data.name", "required for source=hub")
+        _check(self.source != "files" or bool(self.paths), "data.paths", "required for source=files")
+        _check(0 < self.val_fraction < 0.5, "data.val_fraction", "must be in (0, 0.5)")
+        _check(0 < self.test_fraction < 0.5, "data.test_fraction", "must be in (0, 0.5)")
+        _check(self.max_chars >= 0, "data.max_chars", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """How text becomes token ids."""
+
+    kind: Literal["bpe", "byte", "char", "pretrained"] = "bpe"
+    vocab_size: int = 2048
+    """Vocabulary size for a trained BPE tokenizer (ignored by byte/char/pretrained)."""
+    name: str = ""
+    """Hugging Face tokenizer name or local directory (kind=pretrained)."""
+
+    def __post_init__(self) -> None:
+        _check(self.kind != "pretrained" or bool(self.name), "tokenizer.name",
+               "required for kind=pretrained")
+        _check(self.kind != "bpe" or 260 <= self.vocab_size <= 1_000_000, "tokenizer.vocab_size",
+               "must be between 260 and 1000000 for bpe")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and size. A `size` preset fills n_layer/d_model/n_head/d_ff (see models.py);
+    explicit fields override the preset."""
+
+    arch: Literal["gpt2", "llama", "lstm", "gru"] = "gpt2"
+    size: str = "tiny"
+    n_layer: int = 0
+    d_model: int = 0
+    n_head: int = 0
+    d_ff: int = 0
+    dropout: float = 0.0
+    """Applied at every dropout site of the architecture."""
+
+    def __post_init__(self) -> None:
+        from tuner.models import SIZE_PRESETS
+
+        _check(self.size in SIZE_PRESETS or self.size == "custom", "model.size",
+               f"unknown preset {self.size!r}; one of {sorted(SIZE_PRESETS)} or 'custom'")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        for name in ("n_layer", "d_model", "n_head", "d_ff"):
+            _check(getattr(self, name) >= 0, f"model.{name}", "must be >= 0")
+        if self.size == "custom":
+            _check(self.n_layer > 0 and self.d_model > 0, "model.size",
+                   "'custom' needs n_layer and d_model")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    """Peak learning rate."""
+    weight_decay: float = 0.1
+    """Applied to matrices only; never to norms, biases or embeddings."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    momentum: float = 0.9
+    """SGD only."""
+    grad_clip: float = 1.0
+    """Max global gradient norm (0 = off)."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", "must be > 0")
+        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2", "must be in [0, 1)")
+        _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning rate: linear warmup, then decay to `min_lr_ratio * lr`."""
+
+    kind: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_fraction: float = 0.05
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.warmup_fraction < 1, "schedule.warmup_fraction", "must be in [0, 1)")
+        _check(0 <= self.min_lr_ratio <= 1, "schedule.min_lr_ratio", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Batch geometry, budget, evaluation and runtime."""
+
+    batch_size: int = 16
+    """Sequences per optimizer step."""
+    seq_len: int = 128
+    """Tokens per sequence; also the model's positional range."""
+    micro_batch_size: int = 0
+    """Cap on sequences per forward pass; larger batches accumulate gradients (0 = no cap)."""
+    tokens: int = 200_000
+    """Training budget in tokens; steps = tokens / (batch_size * seq_len)."""
+    flops: float = 0.0
+    """If > 0, the budget in training FLOPs instead of tokens."""
+    milestones: int = 4
+    """Evaluations at evenly spaced token milestones; the pruner sees them as steps 0..n-1."""
+    eval_tokens: int = 16_384
+    """Validation tokens evaluated at each milestone (the same text in every trial)."""
+    eval_batch_size: int = 16
+    device: str = "auto"
+    """auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto = bf16 autocast on CUDA, fp32 elsewhere."""
+    compile: bool = False
+    """torch.compile the model."""
+    diverge_factor: float = 4.0
+    """Stop as diverged when the train loss exceeds this multiple of its first value."""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len", "milestones", "eval_tokens", "eval_batch_size"):
+            _check(getattr(self, name) > 0, f"train.{name}", "must be > 0")
+        _check(self.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0")
+        _check(self.tokens > 0 or self.flops > 0, "train.tokens", "a budget must be > 0")
+        _check(self.diverge_factor > 1, "train.diverge_factor", "must be > 1")
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    """How wall time becomes money, and the peak that MFU is measured against."""
+
+    price_per_hour: dict[str, float] = field(
+        default_factory=lambda: {"cpu": 0.10, "cuda": 2.50, "mps": 0.50})
+    """US dollars per device-hour, by device type (or by full GPU name)."""
+    peak_flops: float = 0.0
+    """Device peak FLOP/s for MFU (0 = measured once per machine and cached)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; the seed makes it reproducible on CPU."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """Every field as `section.key: value` (for MLflow params)."""
+        return flatten(self.to_dict())
+
+    def replace(self, path: str, value: Any) -> RunConfig:
+        """A copy with the field at dotted `path` set to `value` (type-checked)."""
+        return set_path(self, path, value)
+
+
+def _check(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: {message}")
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) \
+                and not path.endswith("price_per_hour"):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass `cls` from plain data, naming the key of any unknown field or bad type."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"{path}: unknown key (known: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, allowed))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: {value!r} has the wrong type")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        key_tp, val_tp = typing.get_args(tp)
+        return {_coerce(key_tp, k, path): _coerce(val_tp, v, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def field_type(path: str) -> Any:
+    """The declared type of the RunConfig field at dotted `path`; ConfigError if none."""
+    cls: Any = RunConfig
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            raise ConfigError(f"{path}: unknown config key")
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: unknown config key")
+        cls = hints[part]
+    if dataclasses.is_dataclass(cls):
+        raise ConfigError(f"{path}: is a section, not a value")
+    return cls
+
+
+def set_path(config: RunConfig, path: str, value: Any) -> RunConfig:
+    """Return a copy of `config` with dotted `path` set, validated like YAML input."""
+    value = _coerce(field_type(path), value, path)
+    data = config.to_dict()
+    node = data
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+    return from_dict(RunConfig, data)
+
+
+def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
+    """`--set key=value` items -> (path, value), values parsed as YAML scalars."""
+    out = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def apply_overrides(config: RunConfig, overrides: list[tuple[str, Any]], flag: str = "--set") -> RunConfig:
+    for path, value in overrides:
+        try:
+            config = set_path(config, path, value)
+        except ConfigError as err:
+            raise ConfigError(f"{flag} {path}={value}: {err}") from None
+    return config
+
+
+def load_yaml(path: str | Path) -> Any:
+    """`yaml.safe_load` a file, turning a missing file or bad YAML into one ConfigError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML ({problem})") from None
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read a RunConfig YAML (as `tuner export` writes it); `provenance` is informational."""
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = {k: v for k, v in data.items() if k != "provenance"}
+    try:
+        return from_dict(RunConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

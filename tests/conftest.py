@@ -4,8 +4,13 @@ the tiny corpus is tokenized once."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tuner.config import RunConfig, from_dict
+
+# Tiny models gain nothing from a second thread, and one thread keeps the suite steady when the
+# machine is busy (spinning OpenMP threads collapse under oversubscription).
+torch.set_num_threads(1)
 
 # A small slice of the built-in corpus: real Shakespeare, tokenized in about a second.
 TINY_BASE = {

@@ -43,7 +43,7 @@ def train_tokenizer(cfg: TokenizerConfig, texts: list[str]) -> Tokenizer:
         chars = sorted({ch for text in texts for ch in text})
         vocab = {EOT: 0, "<unk>": 1} | {ch: i + 2 for i, ch in enumerate(chars)}
         tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"(?s)."), behavior="isolated")
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
         tok.decoder = decoders.Fuse()
         tok.add_special_tokens([EOT, "<unk>"])
         return tok

@@ -3,6 +3,10 @@ the tiny corpus is tokenized once."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,6 +15,7 @@ from tuner.config import RunConfig, from_dict
 # Tiny models gain nothing from a second thread, and one thread keeps the suite steady when the
 # machine is busy (spinning OpenMP threads collapse under oversubscription).
 torch.set_num_threads(1)
+os.environ.setdefault("COLUMNS", "200")  # rich tables in CLI output are not cut at 80 columns
 
 # A small slice of the built-in corpus: real Shakespeare, tokenized in about a second.
 TINY_BASE = {
@@ -25,6 +30,34 @@ TINY_BASE = {
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("token-cache")
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory):
+    """An initialised, empty MLflow SQLite store: creating one runs every migration (seconds)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def fast_tracking_store(mlflow_template, monkeypatch):
+    """A new local tracking store starts as a copy of the template instead of migrating."""
+    from tuner import tracking
+
+    original = tracking.Tracker.__init__
+
+    def init(self, tracking_uri: str) -> None:
+        if tracking_uri.startswith("sqlite:///"):
+            target = Path(tracking_uri[len("sqlite:///"):])
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(mlflow_template, target)
+        original(self, tracking_uri)
+
+    monkeypatch.setattr(tracking.Tracker, "__init__", init)
 
 
 @pytest.fixture(autouse=True)

@@ -18,9 +18,9 @@ from tuner.config import ConfigError, RunConfig
 from tuner.train import Milestone, TrainResult
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
+# Logged once when the run ends (tokens_per_second is already streamed at every milestone).
 COST_KEYS = ("n_params", "n_params_non_embedding", "train_flops", "tokens_seen", "wall_seconds",
-             "train_seconds", "eval_seconds", "tokens_per_second", "mfu", "peak_memory_bytes",
-             "price_usd")
+             "train_seconds", "eval_seconds", "mfu", "peak_memory_bytes", "price_usd")
 
 
 def check_tracking_uri(uri: str) -> str:
@@ -95,8 +95,7 @@ class Tracker:
                 "optuna.trial_number": str(number), "optuna.sampler": sampler,
                 "tuner.state": "RUNNING"}
         run = self.client.create_run(experiment_id, run_name=f"trial-{number}", tags=tags)
-        flat = {k: v for k, v in config.flat().items()}
-        flat |= {name: value for name, value in params.items() if name not in flat}
+        flat = config.flat() | {name: value for name, value in params.items()}
         self._log_params(run.info.run_id, flat)
         self.client.log_text(run.info.run_id, config.to_yaml(), "config.yaml")
         return TrialRun(self, run.info.run_id)
@@ -139,7 +138,8 @@ class TrialRun:
         metrics = []
         if result is not None:
             now = _now()
-            metrics = [Metric(k, float(result.cost[k]), now, 0) for k in COST_KEYS if k in result.cost]
+            step = int(result.cost.get("tokens_seen", 0))
+            metrics = [Metric(k, float(result.cost[k]), now, step) for k in COST_KEYS if k in result.cost]
             tags.append(RunTag("tuner.device", str(result.cost.get("device", ""))))
         client.log_batch(self.run_id, metrics=metrics, tags=tags)
         if traceback:

@@ -202,18 +202,20 @@ def train_run(config: RunConfig, data: TokenData | None = None,
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = sample_batch(data.train, tc.batch_size, tc.seq_len, gen, device)
-            step_loss = 0.0
+            step_loss_sum = torch.zeros((), device=device)
             for start in range(0, tc.batch_size, micro):
                 xb, yb = x[start : start + micro], y[start : start + micro]
                 with autocast():
                     out = logits(step_model, xb)  # (b, T, V)
                 loss = F.cross_entropy(out.float().reshape(-1, out.size(-1)), yb.reshape(-1))
-                (loss * (len(xb) / tc.batch_size)).backward()
-                step_loss += loss.item() * len(xb) / tc.batch_size
+                loss = loss * (len(xb) / tc.batch_size)
+                loss.backward()
+                step_loss_sum += loss.detach()
             if config.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            step_loss = step_loss_sum.item()  # one device sync per step
             step += 1
             train_seconds += time.perf_counter() - t0
             first_loss = step_loss if first_loss is None else first_loss

@@ -94,3 +94,18 @@ def test_empty_corpus(tmp_path):
     (tmp_path / "empty.txt").write_text("   \n")
     with pytest.raises(ConfigError, match="corpus is empty"):
         load_token_data(DataConfig(source="files", paths=(str(tmp_path / "empty.txt"),)), TokenizerConfig())
+
+
+def test_hub_source_with_a_local_stand_in(tmp_path):
+    """`source: hub` goes through datasets.load_dataset; a local dataset folder stands in for
+    the hub here (the machines running the tests are offline)."""
+    folder = tmp_path / "my_corpus"
+    folder.mkdir()
+    rows = [json.dumps({"text": f"Sonnet {i}: shall I compare thee to a summer's day? " * 8})
+            for i in range(80)]
+    (folder / "train.jsonl").write_text("\n".join(rows))
+    td = load_token_data(DataConfig(source="hub", name=str(folder), split="train"),
+                         TokenizerConfig(kind="byte"))
+    assert len(td.train) > 10_000 and len(td.val) > 0 and len(td.test) > 0
+    with pytest.raises(ConfigError, match="data.name: cannot load hub dataset"):
+        load_token_data(DataConfig(source="hub", name=str(tmp_path / "nothing-here")), TokenizerConfig())

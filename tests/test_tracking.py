@@ -194,3 +194,25 @@ def test_a_real_tracking_server_serves_the_runs_over_rest(tmp_path, mlflow_serve
         assert 0 < metrics["val_loss"] < 7 and metrics["n_params"] > 0
         assert run["info"]["status"] == "FINISHED"
     assert not (stores.home() / "mlflow.db").exists()  # nothing went to the local store
+
+
+def test_tuner_ui_serves_the_store_on_loopback(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", "ui", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                time.sleep(0.5)
+        else:
+            pytest.fail("tuner ui did not start")
+        assert body.strip() == b"OK"
+        assert (stores.home() / "mlflow.db").exists()
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)

@@ -126,3 +126,15 @@ def test_seq_len_beyond_the_model_range(tiny_config, tiny_data):
 def test_budget_smaller_than_milestones(tiny_config, tiny_data):
     with pytest.raises(ConfigError, match="fewer than train.milestones"):
         train_run(tiny_config.replace("train.tokens", 300), tiny_data)
+
+
+def test_out_of_memory_is_reported_not_raised(tiny_config, tiny_data, monkeypatch):
+    import tuner.train
+
+    def no_memory(model, ids):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(tuner.train, "logits", no_memory)
+    result = train_run(tiny_config, tiny_data)
+    assert result.status == "oom" and "out of memory" in result.reason
+    assert result.cost["tokens_seen"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -40,7 +41,7 @@ def peak_flops(device: torch.device, cfg: CostConfig) -> float:
     if key not in known:
         known[key] = measure_matmul_flops(device)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # workers may measure at the same time
         tmp.write_text(json.dumps(known, indent=2))
         tmp.replace(path)
     return float(known[key])

@@ -91,7 +91,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for module in ("optuna.importance", "plotly.graph_objects"):  # once per process
         importlib.import_module(module)  # optuna.importance pulls in scikit-learn
-    from tuner import dashboards
+    from tuner import dashboards, figures
     imports = time.perf_counter() - t0
 
     steps: dict[str, float] = {}
@@ -99,10 +99,10 @@ def main() -> None:
     data = dashboards.gather(handle)
     steps["gather"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    figs = dashboards.figures(data)
+    figs = figures.figures(data)
     steps["figures"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    page = dashboards.render_html(data, figs)
+    page = figures.render_html(data, figs)
     steps["html"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = Path(args.out)

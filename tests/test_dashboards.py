@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import TINY_BASE
 from tests.helpers import cli, write_space
-from tuner import dashboards
+from tuner import dashboards, figures
 from tuner.config import ConfigError
 from tuner.dashboards import gather, pareto_front, publish, write_dashboard
 from tuner.space import parse_space
@@ -193,7 +193,7 @@ def test_multi_objective_study_ranks_and_draws_on_the_first_objective():
     assert [data.by_number()[n].values[0] for n in data.top] == sorted(
         t.values[0] for t in data.complete)[: dashboards.TOP_N]
     assert data.importance  # of the first objective
-    assert len(dashboards.figures(data)) == len(dashboards.FIGURES)
+    assert len(figures.figures(data)) == len(figures.FIGURES)
 
 
 def test_empty_study_gives_a_clear_message():
@@ -209,7 +209,7 @@ def test_page_holds_every_figure_and_plotly_inline(isolated_stores):
     path = write_dashboard(synthetic_handle())
     assert path == Path("dashboards/synthetic.html")
     page = path.read_text()
-    for key, title, _ in dashboards.FIGURES:
+    for key, title, _ in figures.FIGURES:
         assert f'id="fig-{key}"' in page and title in page
     assert "<script src=" not in page and "Plotly.newPlot" in page  # works offline
     assert "trial " in page and "learning_rate=" in page  # hover text
@@ -226,7 +226,7 @@ def test_cli_dashboard_on_a_real_micro_study(isolated_stores):
     result = cli("dashboard", "micro", "-o", "out/page.html")
     assert result.exit_code == 0, result.output
     page = Path("out/page.html").read_text()
-    assert page.count('class="plotly-graph-div"') == len(dashboards.FIGURES)
+    assert page.count('class="plotly-graph-div"') == len(figures.FIGURES)
     from tuner.study import load_study
 
     handle = load_study("micro")
@@ -316,7 +316,7 @@ def test_every_plot_renders_in_headless_chromium(isolated_stores):
     shot = isolated_stores / "dashboard.png"
     seen = render_in_chromium(path, shot, isolated_stores / "chromium-profile")
     assert seen["errors"] == []
-    assert set(seen["counts"]) == {f"fig-{key}" for key, _, _ in dashboards.FIGURES}
+    assert set(seen["counts"]) == {f"fig-{key}" for key, _, _ in figures.FIGURES}
     assert all(n >= 1 for n in seen["counts"].values()), seen["counts"]
     data = gather(handle)
     drawn = sum(t.metric(data.metric) is not None for t in data.trials)

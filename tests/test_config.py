@@ -54,3 +54,12 @@ def test_int_accepted_for_float_but_not_bool():
     assert from_dict(RunConfig, {"optim": {"lr": 1}}).optim.lr == 1.0
     with pytest.raises(ConfigError, match="expected a number"):
         from_dict(RunConfig, {"optim": {"lr": True}})
+
+
+def test_overrides_that_belong_together_work_in_any_order():
+    items = ["data.source=files", "data.paths=[notes.txt]"]
+    for order in (items, items[::-1]):
+        config = apply_overrides(RunConfig(), parse_overrides(order))
+        assert config.data.source == "files" and config.data.paths == ("notes.txt",)
+    with pytest.raises(ConfigError, match="--set data.source=files: data.paths: required"):
+        apply_overrides(RunConfig(), parse_overrides(["data.source=files"]))

@@ -361,12 +361,24 @@ def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
 
 
 def apply_overrides(config: RunConfig, overrides: list[tuple[str, Any]], flag: str = "--set") -> RunConfig:
+    """Set every override, then validate the result once, so that overrides which only make
+    sense together (data.source=files with data.paths=...) work in any order."""
+    data = config.to_dict()
     for path, value in overrides:
         try:
-            config = set_path(config, path, value)
+            value = _coerce(field_type(path), value, path)
         except ConfigError as err:
             raise ConfigError(f"{flag} {path}={value}: {err}") from None
-    return config
+        node = data
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = to_dict(value)
+    try:
+        return from_dict(RunConfig, data)
+    except ConfigError as err:
+        shown = " ".join(f"{p}={v}" for p, v in overrides)
+        raise ConfigError(f"{flag} {shown}: {err}") from None
 
 
 def load_yaml(path: str | Path) -> Any:

@@ -218,6 +218,7 @@ def _build(data: DataConfig, tokenizer: TokenizerConfig, final: Path) -> None:
     splits = prepare_documents(data)
     tok = train_tokenizer(tokenizer, splits["train"])
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the cache is shared by every worker
     try:
         tok.save(str(tmp / "tokenizer.json"))
         counts = {}

@@ -48,6 +48,15 @@ def trial_seed(study_seed: int, number: int) -> int:
     return (study_seed * 1_000_003 + number) % 2**31
 
 
+ORIGIN_ATTR = "origin_trial"
+
+
+def origin_number(trial: optuna.Trial) -> int:
+    """The number whose seed a trial uses: its own, or, for the retry of a lost trial, the lost
+    trial's (a retry copies the lost trial's user attributes), so the retry reruns it exactly."""
+    return int(trial.user_attrs.get(ORIGIN_ATTR, trial.number))
+
+
 def suggest(trial: optuna.Trial, p: ParamSpec) -> Any:
     if p.kind == "categorical":
         return trial.suggest_categorical(p.name, list(p.choices))
@@ -79,14 +88,21 @@ class Objective:
     def config_for(self, trial: optuna.Trial) -> RunConfig:
         values = {p.name: suggest(trial, p) for p in self.space.params}
         config = self.space.apply(values)
-        return config.replace("seed", trial_seed(self.space.seed, trial.number))
+        return config.replace("seed", trial_seed(self.space.seed, origin_number(trial)))
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        config = self.config_for(trial)
+        trial.set_user_attr(ORIGIN_ATTR, origin_number(trial))
+        try:
+            config = self.config_for(trial)
+        except Exception as err:  # an invalid sampled combination fails the trial, not the study
+            trial.set_user_attr("reason", f"{type(err).__name__}: {err}"[:2000])
+            raise
         trial.set_user_attr("config", config.to_dict())
         run = self.tracker.start_trial(self.experiment_id, self.parent_run_id, self.study_name,
                                        trial.number, self.space.sampler, config, trial.params)
         trial.set_user_attr("mlflow_run_id", run.run_id)
+        if origin_number(trial) != trial.number:
+            self.tracker.client.set_tag(run.run_id, "tuner.retry_of", str(origin_number(trial)))
         single = not self.space.multi_objective
         primary = self.space.objectives[0].metric
 
@@ -127,6 +143,7 @@ class Objective:
     def _record(trial: optuna.Trial, result: TrainResult) -> None:
         trial.set_user_attr("metrics", result.metrics)
         trial.set_user_attr("cost", result.cost)
-        trial.set_user_attr("curve", [[m.tokens_seen, m.metrics["val_loss"]] for m in result.history])
+        curve = [[m.tokens_seen, m.metrics["val_loss"]] for m in result.history]
+        trial.set_user_attr("curve", curve)
         if result.reason:
             trial.set_user_attr("reason", result.reason)

@@ -24,21 +24,37 @@ from pathlib import Path
 import yaml
 
 BASE = {
-    "data": {"source": "shakespeare", "max_chars": 300_000, "val_fraction": 0.1,
-             "test_fraction": 0.1},
+    "data": {
+        "source": "shakespeare",
+        "max_chars": 300_000,
+        "val_fraction": 0.1,
+        "test_fraction": 0.1,
+    },
     "tokenizer": {"kind": "bpe", "vocab_size": 512},
     "model": {"arch": "gpt2", "size": "nano"},
-    "train": {"batch_size": 8, "seq_len": 32, "tokens": 16384, "milestones": 2,
-              "eval_tokens": 1024, "eval_batch_size": 32},
+    "train": {
+        "batch_size": 8,
+        "seq_len": 32,
+        "tokens": 16384,
+        "milestones": 2,
+        "eval_tokens": 1024,
+        "eval_batch_size": 32,
+    },
 }
 
 
 def write_space(path: Path, trials: int, tokens: int) -> Path:
     base = {**BASE, "train": {**BASE["train"], "tokens": tokens}}
-    space = {"name": "bench-workers", "base": base, "sampler": "random", "pruner": "none",
-             "n_trials": trials, "seed": 0,
-             "objective": {"metric": "val_loss", "direction": "minimize"},
-             "params": {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}}}
+    space = {
+        "name": "bench-workers",
+        "base": base,
+        "sampler": "random",
+        "pruner": "none",
+        "n_trials": trials,
+        "seed": 0,
+        "objective": {"metric": "val_loss", "direction": "minimize"},
+        "params": {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}},
+    }
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
 
@@ -59,15 +75,28 @@ ARMS = (  # (label, workers, OMP_NUM_THREADS for each process or None for torch'
 )
 
 
-def run_arm(home: Path, space: Path, workers: int, threads: str | None,
-            trials: int) -> tuple[float, float]:
+def run_arm(
+    home: Path, space: Path, workers: int, threads: str | None, trials: int
+) -> tuple[float, float]:
     """(wall seconds of the command, seconds from first trial start to last trial end)."""
     env = {**os.environ, "TUNER_HOME": str(home)}
     env.pop("OMP_NUM_THREADS", None)
     if threads:
         env["OMP_NUM_THREADS"] = threads
-    cmd = [sys.executable, "-m", "tuner.workers", "study", "create", "bench",
-           "--space", str(space), "--n-trials", str(trials), "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuner.workers",
+        "study",
+        "create",
+        "bench",
+        "--space",
+        str(space),
+        "--n-trials",
+        str(trials),
+        "--workers",
+        str(workers),
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
@@ -96,18 +125,25 @@ def main() -> None:
         for repeat in range(args.repeats):  # interleaved, so a change in load hits every arm
             for n, (label, workers, threads) in enumerate(ARMS):
                 load = os.getloadavg()[0]
-                wall, window = run_arm(root / f"r{repeat}a{n}", space, workers, threads,
-                                       args.trials)
+                wall, window = run_arm(
+                    root / f"r{repeat}a{n}", space, workers, threads, args.trials
+                )
                 rates[label].append((args.trials / wall * 60, args.trials / window * 60))
-                print(f"{label:32s} {rates[label][-1][0]:6.2f} trials/min end to end "
-                      f"({wall:.1f} s), {rates[label][-1][1]:6.2f} in the trial window "
-                      f"({window:.1f} s); load average {load:.1f} before")
-        median = {label: [statistics.median(r[i] for r in runs) for i in (0, 1)]
-                  for label, runs in rates.items()}
+                print(
+                    f"{label:32s} {rates[label][-1][0]:6.2f} trials/min end to end "
+                    f"({wall:.1f} s), {rates[label][-1][1]:6.2f} in the trial window "
+                    f"({window:.1f} s); load average {load:.1f} before"
+                )
+        median = {
+            label: [statistics.median(r[i] for r in runs) for i in (0, 1)]
+            for label, runs in rates.items()
+        }
         two = median[ARMS[2][0]]
         for label, _, _ in ARMS[:2]:
-            print(f"2 workers vs {label}: {two[0] / median[label][0]:.2f}x end to end, "
-                  f"{two[1] / median[label][1]:.2f}x in the trial window (medians)")
+            print(
+                f"2 workers vs {label}: {two[0] / median[label][0]:.2f}x end to end, "
+                f"{two[1] / median[label][1]:.2f}x in the trial window (medians)"
+            )
 
 
 if __name__ == "__main__":

@@ -19,11 +19,22 @@ os.environ.setdefault("COLUMNS", "200")  # rich tables in CLI output are not cut
 
 # A small slice of the built-in corpus: real Shakespeare, tokenized in about a second.
 TINY_BASE = {
-    "data": {"source": "shakespeare", "max_chars": 300_000, "val_fraction": 0.1, "test_fraction": 0.1},
+    "data": {
+        "source": "shakespeare",
+        "max_chars": 300_000,
+        "val_fraction": 0.1,
+        "test_fraction": 0.1,
+    },
     "tokenizer": {"kind": "bpe", "vocab_size": 512},
     "model": {"arch": "gpt2", "size": "nano"},
-    "train": {"batch_size": 8, "seq_len": 32, "tokens": 8192, "milestones": 2, "eval_tokens": 1024,
-              "eval_batch_size": 32},
+    "train": {
+        "batch_size": 8,
+        "seq_len": 32,
+        "tokens": 8192,
+        "milestones": 2,
+        "eval_tokens": 1024,
+        "eval_batch_size": 32,
+    },
 }
 
 
@@ -51,7 +62,7 @@ def fast_tracking_store(mlflow_template, monkeypatch):
 
     def init(self, tracking_uri: str) -> None:
         if tracking_uri.startswith("sqlite:///"):
-            target = Path(tracking_uri[len("sqlite:///"):])
+            target = Path(tracking_uri[len("sqlite:///") :])
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(mlflow_template, target)

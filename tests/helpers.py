@@ -14,12 +14,22 @@ from tuner.cli import app
 
 def write_space(path: Path, params: dict[str, Any] | None = None, **top: Any) -> Path:
     """A micro search space: tiny corpus slice, nano GPT-2, 8k tokens a trial."""
-    space = {"name": "micro", "description": "test space", "base": TINY_BASE,
-             "objective": {"metric": "val_loss", "direction": "minimize"},
-             "sampler": "random", "pruner": "none", "n_trials": 3, "seed": 0,
-             "params": params if params is not None else {
-                 "learning_rate": {"low": 1e-3, "high": 1e-2, "log": True, "grid": [1e-3, 1e-2]},
-                 "batch_size": {"choices": [4, 8]}}}
+    space = {
+        "name": "micro",
+        "description": "test space",
+        "base": TINY_BASE,
+        "objective": {"metric": "val_loss", "direction": "minimize"},
+        "sampler": "random",
+        "pruner": "none",
+        "n_trials": 3,
+        "seed": 0,
+        "params": params
+        if params is not None
+        else {
+            "learning_rate": {"low": 1e-3, "high": 1e-2, "log": True, "grid": [1e-3, 1e-2]},
+            "batch_size": {"choices": [4, 8]},
+        },
+    }
     space.update(top)
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path

@@ -21,23 +21,44 @@ from tuner.space import parse_space
 from tuner.study import StudyHandle
 
 SIZES = {"nano": 0.12e6, "micro": 0.8e6, "tiny": 3.2e6}
-SPACE = {"name": "synthetic", "base": TINY_BASE, "sampler": "random", "pruner": "median",
-         "objective": {"metric": "val_loss", "direction": "minimize"}, "n_trials": 40,
-         "params": {"learning_rate": {"low": 1e-4, "high": 1e-1, "log": True},
-                    "batch_size": {"choices": [8, 16, 32]}, "seq_len": {"choices": [32, 64]},
-                    "dropout": {"choices": [0.0, 0.1]},
-                    "model_size": {"choices": list(SIZES)}}}
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]
+SPACE = {
+    "name": "synthetic",
+    "base": TINY_BASE,
+    "sampler": "random",
+    "pruner": "median",
+    "objective": {"metric": "val_loss", "direction": "minimize"},
+    "n_trials": 40,
+    "params": {
+        "learning_rate": {"low": 1e-4, "high": 1e-1, "log": True},
+        "batch_size": {"choices": [8, 16, 32]},
+        "seq_len": {"choices": [32, 64]},
+        "dropout": {"choices": [0.0, 0.1]},
+        "model_size": {"choices": list(SIZES)},
+    },
+}
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
-def synthetic_trial(rng: random.Random, state: optuna.trial.TrialState, reason: str = "",
-                    space=None) -> optuna.trial.FrozenTrial:
+def synthetic_trial(
+    rng: random.Random, state: optuna.trial.TrialState, reason: str = "", space=None
+) -> optuna.trial.FrozenTrial:
     """A trial with everything objective.py records, from a made-up loss surface."""
-    params = {"learning_rate": 10 ** rng.uniform(-4, -1), "batch_size": rng.choice([8, 16, 32]),
-              "seq_len": rng.choice([32, 64]), "dropout": rng.choice([0.0, 0.1]),
-              "model_size": rng.choice(list(SIZES))}
+    params = {
+        "learning_rate": 10 ** rng.uniform(-4, -1),
+        "batch_size": rng.choice([8, 16, 32]),
+        "seq_len": rng.choice([32, 64]),
+        "dropout": rng.choice([0.0, 0.1]),
+        "model_size": rng.choice(list(SIZES)),
+    }
     n_params = SIZES[params["model_size"]] * rng.uniform(0.9, 1.1)
     loss = 2.0 + 3e5 / n_params + 0.3 * abs(math.log10(params["learning_rate"]) + 2.5)
     loss += rng.uniform(0, 0.3)
@@ -47,35 +68,65 @@ def synthetic_trial(rng: random.Random, state: optuna.trial.TrialState, reason: 
     if reason.startswith("diverged"):
         curve[-1][1] = loss + 3.0
     wall = n_params * tokens * 6 / 2e10
-    metrics = {"val_loss": curve[-1][1], "val_perplexity": math.exp(curve[-1][1]),
-               "val_bpb": curve[-1][1] / math.log(2) / 3.5, "val_accuracy": 0.3,
-               "train_loss": curve[-1][1] - 0.1}
-    cost = {"n_params": n_params, "train_flops": 6 * n_params * tokens, "wall_seconds": wall,
-            "tokens_seen": tokens, "price_usd": wall / 3600 * 0.1, "device": "cpu"}
-    config = {"model": {"arch": "gpt2", "size": params["model_size"]},
-              "optim": {"lr": params["learning_rate"]},
-              "train": {"batch_size": params["batch_size"]},
-              "tokenizer": {"kind": "bpe", "vocab_size": 512}}
-    attrs = {"config": config, "metrics": metrics, "cost": cost, "curve": curve,
-             "mlflow_run_id": f"run{rng.getrandbits(64):016x}"}
+    metrics = {
+        "val_loss": curve[-1][1],
+        "val_perplexity": math.exp(curve[-1][1]),
+        "val_bpb": curve[-1][1] / math.log(2) / 3.5,
+        "val_accuracy": 0.3,
+        "train_loss": curve[-1][1] - 0.1,
+    }
+    cost = {
+        "n_params": n_params,
+        "train_flops": 6 * n_params * tokens,
+        "wall_seconds": wall,
+        "tokens_seen": tokens,
+        "price_usd": wall / 3600 * 0.1,
+        "device": "cpu",
+    }
+    config = {
+        "model": {"arch": "gpt2", "size": params["model_size"]},
+        "optim": {"lr": params["learning_rate"]},
+        "train": {"batch_size": params["batch_size"]},
+        "tokenizer": {"kind": "bpe", "vocab_size": 512},
+    }
+    attrs = {
+        "config": config,
+        "metrics": metrics,
+        "cost": cost,
+        "curve": curve,
+        "mlflow_run_id": f"run{rng.getrandbits(64):016x}",
+    }
     if reason:
         attrs["reason"] = reason
     complete = state == optuna.trial.TrialState.COMPLETE
     return optuna.trial.create_trial(
-        state=state, value=curve[-1][1] if complete else None, params=params,
-        distributions=space.distributions(), user_attrs=attrs,
-        intermediate_values={i: v for i, (_, v) in enumerate(curve)})
+        state=state,
+        value=curve[-1][1] if complete else None,
+        params=params,
+        distributions=space.distributions(),
+        user_attrs=attrs,
+        intermediate_values={i: v for i, (_, v) in enumerate(curve)},
+    )
 
 
-def synthetic_handle(n_complete: int = 24, n_pruned: int = 6, n_diverged: int = 2,
-                     n_failed: int = 1, n_running: int = 1, seed: int = 0) -> StudyHandle:
+def synthetic_handle(
+    n_complete: int = 24,
+    n_pruned: int = 6,
+    n_diverged: int = 2,
+    n_failed: int = 1,
+    n_running: int = 1,
+    seed: int = 0,
+) -> StudyHandle:
     """An in-memory study shaped like a real one, outcomes interleaved; no training."""
     space = parse_space(SPACE)
     rng = random.Random(seed)
     states = optuna.trial.TrialState
-    kinds = ([(states.COMPLETE, "")] * n_complete + [(states.PRUNED, "pruned at milestone 1")]
-             * n_pruned + [(states.PRUNED, "diverged: train loss nan at step 3")] * n_diverged
-             + [(states.FAIL, "RuntimeError: boom")] * n_failed)
+    kinds = (
+        [(states.COMPLETE, "")] * n_complete
+        + [(states.PRUNED, "pruned at milestone 1")] * n_pruned
+        + [(states.PRUNED, "diverged: train loss nan at step 3")] * n_diverged
+        + [(states.FAIL, "RuntimeError: boom")] * n_failed
+    )
     rng.shuffle(kinds)
     study = optuna.create_study(study_name="synthetic", direction="minimize")
     study.add_trials([synthetic_trial(rng, state, reason, space) for state, reason in kinds])
@@ -97,8 +148,14 @@ def test_one_point_per_complete_trial_running_counted_not_drawn():
     assert len({t.number for t in data.complete}) == 24
     assert len(data.trials) == 24 + 6 + 2 + 1  # finished only
     assert data.running == 1
-    assert data.counts() == {"complete": 24, "pruned": 6, "diverged": 2, "failed": 1,
-                             "running": 1, "waiting": 0}
+    assert data.counts() == {
+        "complete": 24,
+        "pruned": 6,
+        "diverged": 2,
+        "failed": 1,
+        "running": 1,
+        "waiting": 0,
+    }
     assert data.history.numbers == [t.number for t in data.complete]
     assert data.metric == "val_perplexity"  # one tokenizer: perplexities compare
 
@@ -117,8 +174,15 @@ def test_pareto_front_is_exactly_the_non_dominated_points():
 
 
 def test_pareto_front_ties_and_missing_values():
-    points = [(0, 1.0, 5.0), (1, 1.0, 4.0), (2, 2.0, 4.0), (3, 3.0, 1.0), (4, 3.0, 1.0),
-              (5, None, 0.1), (6, 0.5, None)]
+    points = [
+        (0, 1.0, 5.0),
+        (1, 1.0, 4.0),
+        (2, 2.0, 4.0),
+        (3, 3.0, 1.0),
+        (4, 3.0, 1.0),
+        (5, None, 0.1),
+        (6, 0.5, None),
+    ]
     assert pareto_front(points) == [1, 3, 4]  # 0 beaten at equal x, 2 at equal y; equal twins stay
     assert pareto_front([]) == []
 
@@ -179,9 +243,14 @@ def test_bits_per_byte_when_tokenizers_differ():
 
 def test_multi_objective_study_ranks_and_draws_on_the_first_objective():
     single = synthetic_handle(n_running=0)
-    raw = {**SPACE, "pruner": "none", "objective": [
-        {"metric": "val_loss", "direction": "minimize"},
-        {"metric": "n_params", "direction": "minimize"}]}
+    raw = {
+        **SPACE,
+        "pruner": "none",
+        "objective": [
+            {"metric": "val_loss", "direction": "minimize"},
+            {"metric": "n_params", "direction": "minimize"},
+        ],
+    }
     study = optuna.create_study(directions=["minimize", "minimize"])
     for t in single.study.get_trials():
         if t.state == optuna.trial.TrialState.COMPLETE:
@@ -191,7 +260,8 @@ def test_multi_objective_study_ranks_and_draws_on_the_first_objective():
     data = gather(handle)
     assert data.objectives == [("val_loss", "minimize"), ("n_params", "minimize")]
     assert [data.by_number()[n].values[0] for n in data.top] == sorted(
-        t.values[0] for t in data.complete)[: dashboards.TOP_N]
+        t.values[0] for t in data.complete
+    )[: dashboards.TOP_N]
     assert data.importance  # of the first objective
     assert len(figures.figures(data)) == len(figures.FIGURES)
 
@@ -284,19 +354,29 @@ def render_in_chromium(page_path: Path, screenshot: Path, profile: Path) -> dict
     errors: list[str] = []
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=chromium_or_skip(), headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 900}, offline=True)
+            str(profile),
+            executable_path=chromium_or_skip(),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 900},
+            offline=True,
+        )
         try:
             page = context.new_page()
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(page_path.resolve().as_uri())
-            page.wait_for_function("document.querySelectorAll('.plotly-graph-div').length > 0 && "
-                                   "[...document.querySelectorAll('.plotly-graph-div')]"
-                                   ".every(d => d.querySelector('.main-svg'))", timeout=30_000)
-            counts = page.evaluate("Object.fromEntries([...document.querySelectorAll("
-                                   "'.plotly-graph-div')].map(d => [d.id, "
-                                   "d.querySelectorAll('.main-svg').length]))")
+            page.wait_for_function(
+                "document.querySelectorAll('.plotly-graph-div').length > 0 && "
+                "[...document.querySelectorAll('.plotly-graph-div')]"
+                ".every(d => d.querySelector('.main-svg'))",
+                timeout=30_000,
+            )
+            counts = page.evaluate(
+                "Object.fromEntries([...document.querySelectorAll("
+                "'.plotly-graph-div')].map(d => [d.id, "
+                "d.querySelectorAll('.main-svg').length]))"
+            )
             marks = page.evaluate("document.querySelectorAll('#fig-params .point').length")
             point = page.locator("#fig-params .scatterlayer .trace:last-child .point").first
             box = point.bounding_box()

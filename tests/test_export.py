@@ -59,15 +59,21 @@ def micro(tmp_path_factory, shared_cache):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.chdir(root)
         base = {**TINY_BASE, "train": {**TINY_BASE["train"], **FAST}}
-        space = write_space(root / "space.yaml", {"model.n_layer": {"choices": [1, 2]}},
-                            sampler="grid", base=base)
+        space = write_space(
+            root / "space.yaml", {"model.n_layer": {"choices": [1, 2]}}, sampler="grid", base=base
+        )
         created = cli("study", "create", "micro", "--space", str(space))
         assert created.exit_code == 0, created.output
         assert cli("export", "micro", "-o", "best.yaml").exit_code == 0
         trained = cli("train", "best.yaml", "--out", "final")
         assert trained.exit_code == 0, trained.output
-        yield Micro(root, f"sqlite:///{root}/mlruns/optuna.db",
-                    f"sqlite:///{root}/mlruns/mlflow.db", root / "best.yaml", root / "final")
+        yield Micro(
+            root,
+            f"sqlite:///{root}/mlruns/optuna.db",
+            f"sqlite:///{root}/mlruns/mlflow.db",
+            root / "best.yaml",
+            root / "final",
+        )
     torch.set_num_threads(threads)  # train_run set it from train.threads
 
 
@@ -85,8 +91,15 @@ def val_loss_of(model: torch.nn.Module, config: RunConfig) -> float:
     """The loss the trainer reports at a milestone, recomputed for a (reloaded) model."""
     data = tiny_data(config)
     tc = config.train
-    return evaluate(model, data.val, data.token_bytes, tc.seq_len, tc.eval_tokens,
-                    tc.eval_batch_size, torch.device("cpu"))["val_loss"]
+    return evaluate(
+        model,
+        data.val,
+        data.token_bytes,
+        tc.seq_len,
+        tc.eval_tokens,
+        tc.eval_batch_size,
+        torch.device("cpu"),
+    )["val_loss"]
 
 
 # ---------------------------------------------------------------- export
@@ -125,15 +138,18 @@ def test_export_constraints_pick_the_best_trial_that_fits(micro, tmp_path):
     assert exported("--metric", "val_accuracy") == by_accuracy.number
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--trial", "99"], "--trial 99: study 'micro' has no such trial"),
-    (["--max-params", "10"], "no complete trial meets the constraints (n_params <= 10)"),
-    (["--max-flops", "-1"], "--max-flops '-1': expected a positive number"),
-    (["--max-params", "lots"], "--max-params 'lots': expected a positive number"),
-    (["--metric", "magic"], "--metric 'magic'"),
-    (["-o", "taken"], "is a directory"),
-    (["-o", "best.txt"], "expected a .yaml or .yml file name"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--trial", "99"], "--trial 99: study 'micro' has no such trial"),
+        (["--max-params", "10"], "no complete trial meets the constraints (n_params <= 10)"),
+        (["--max-flops", "-1"], "--max-flops '-1': expected a positive number"),
+        (["--max-params", "lots"], "--max-params 'lots': expected a positive number"),
+        (["--metric", "magic"], "--metric 'magic'"),
+        (["-o", "taken"], "is a directory"),
+        (["-o", "best.txt"], "expected a .yaml or .yml file name"),
+    ],
+)
 def test_export_bad_input_is_one_line_and_writes_nothing(micro, tmp_path, args, message):
     (tmp_path / "taken").mkdir()
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -143,11 +159,23 @@ def test_export_bad_input_is_one_line_and_writes_nothing(micro, tmp_path, args, 
 
 def test_export_needs_a_complete_trial(micro, tmp_path):
     space = write_space(tmp_path / "space.yaml")
-    created = cli("study", "create", "empty", "--space", str(space), "--no-run",
-                  "--storage", micro.storage, "--tracking-uri", micro.tracking)
+    created = cli(
+        "study",
+        "create",
+        "empty",
+        "--space",
+        str(space),
+        "--no-run",
+        "--storage",
+        micro.storage,
+        "--tracking-uri",
+        micro.tracking,
+    )
     assert created.exit_code == 0, created.output
-    one_line_error(cli("export", "empty", "--storage", micro.storage),
-                   "study 'empty' has no complete trials yet")
+    one_line_error(
+        cli("export", "empty", "--storage", micro.storage),
+        "study 'empty' has no complete trials yet",
+    )
     one_line_error(cli("export", "ghost", "--storage", micro.storage), "no study named 'ghost'")
     assert not (tmp_path / "best.yaml").exists()
 
@@ -213,10 +241,14 @@ def test_final_run_is_registered_with_its_test_metrics(micro):
     assert client.get_experiment(run.info.experiment_id).name == "micro-final"
     curve = client.get_metric_history(run.info.run_id, "val_loss")  # step = tokens seen
     assert [m.step for m in curve] == [TRIAL_TOKENS // 2, TRIAL_TOKENS]
-    folder = Path(download_artifacts(artifact_uri=client.get_model_version_download_uri(
-        "micro-gpt2", version.version)))
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in
-                                                                      folder.iterdir()}
+    folder = Path(
+        download_artifacts(
+            artifact_uri=client.get_model_version_download_uri("micro-gpt2", version.version)
+        )
+    )
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in folder.iterdir()
+    }
 
 
 def test_generate_samples_reproducibly(micro):
@@ -234,8 +266,10 @@ def write_corpus(folder: Path, n_docs: int = 12) -> list[str]:
     """A tiny corpus unlike Shakespeare: plain repetitive ship's-log sentences."""
     names = []
     for i in range(n_docs):
-        lines = [f"Day {d}: the ship sailed north, the wind was calm, the crew was well."
-                 for d in range(i * 30, i * 30 + 30)]
+        lines = [
+            f"Day {d}: the ship sailed north, the wind was calm, the crew was well."
+            for d in range(i * 30, i * 30 + 30)
+        ]
         path = folder / f"log{i:02d}.txt"
         path.write_text("\n".join(lines), encoding="utf-8")
         names.append(path.name)
@@ -244,11 +278,28 @@ def write_corpus(folder: Path, n_docs: int = 12) -> list[str]:
 
 def test_fine_tune_from_a_saved_model_lowers_loss_on_a_new_corpus(micro, tmp_path):
     names = write_corpus(tmp_path)
-    result = cli("train", str(micro.best), "--init-from", str(micro.final), "--out", "tuned",
-                 "--tracking-uri", micro.tracking, "--tokens", "4096",
-                 "--set", f"data.paths=[{', '.join(names)}]", "--set", "data.source=files",
-                 "--set", "data.max_chars=0",
-                 "--set", "data.val_fraction=0.3", "--set", "data.test_fraction=0.3")
+    result = cli(
+        "train",
+        str(micro.best),
+        "--init-from",
+        str(micro.final),
+        "--out",
+        "tuned",
+        "--tracking-uri",
+        micro.tracking,
+        "--tokens",
+        "4096",
+        "--set",
+        f"data.paths=[{', '.join(names)}]",
+        "--set",
+        "data.source=files",
+        "--set",
+        "data.max_chars=0",
+        "--set",
+        "data.val_fraction=0.3",
+        "--set",
+        "data.test_fraction=0.3",
+    )
     assert result.exit_code == 0, result.output
     tuned = tmp_path / "tuned"
     metrics = json.loads((tuned / "metrics.json").read_text())
@@ -259,8 +310,10 @@ def test_fine_tune_from_a_saved_model_lowers_loss_on_a_new_corpus(micro, tmp_pat
     assert config.data.source == "files" and config.train.tokens == 4096
     saved = load_saved(tuned)
     assert saved.model.config.n_layer == load_saved(micro.final).model.config.n_layer
-    one_line_error(cli("train", str(micro.best), "--init-from", str(micro.final),
-                       "--set", "model.n_layer=3"), "--set model.n_layer: with --init-from")
+    one_line_error(
+        cli("train", str(micro.best), "--init-from", str(micro.final), "--set", "model.n_layer=3"),
+        "--set model.n_layer: with --init-from",
+    )
 
 
 def write_config(path: Path, **sections: dict) -> Path:
@@ -307,20 +360,23 @@ def _existing(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
 
 
-@pytest.mark.parametrize("edit, args, message", [
-    ({"optim": {"lr": -1}}, [], "optim.lr: must be > 0"),
-    ({"model": {"arch": "rnn"}}, [], "model.arch: 'rnn' is not one of"),
-    ({"train": {"bogus": 1}}, [], "train.bogus: unknown key"),
-    ({}, ["--set", "train.batch_size=0"], "train.batch_size=0: train.batch_size: must be > 0"),
-    ({}, ["--tokens", "1k", "--flops", "1e12"], "give one budget, not both"),
-    ({}, ["--tokens", "lots"], "--tokens 'lots'"),
-    ({}, ["--out", "full"], "--out full: folder exists and is not empty"),
-    ({}, ["--out", "afile"], "--out afile: is a file"),
-    ({}, ["--init-from", "nowhere"], "nowhere: model folder not found"),
-    ({}, ["--tracking-uri", "ftp://x"], "--tracking-uri 'ftp://x'"),
-    ({}, ["--tokens", "100"], "train.tokens: a budget of 100 tokens gives 0 steps"),
-    ({"model": {"n_head": 3}}, [], "model: d_model 64 is not divisible by n_head 3"),
-])
+@pytest.mark.parametrize(
+    "edit, args, message",
+    [
+        ({"optim": {"lr": -1}}, [], "optim.lr: must be > 0"),
+        ({"model": {"arch": "rnn"}}, [], "model.arch: 'rnn' is not one of"),
+        ({"train": {"bogus": 1}}, [], "train.bogus: unknown key"),
+        ({}, ["--set", "train.batch_size=0"], "train.batch_size=0: train.batch_size: must be > 0"),
+        ({}, ["--tokens", "1k", "--flops", "1e12"], "give one budget, not both"),
+        ({}, ["--tokens", "lots"], "--tokens 'lots'"),
+        ({}, ["--out", "full"], "--out full: folder exists and is not empty"),
+        ({}, ["--out", "afile"], "--out afile: is a file"),
+        ({}, ["--init-from", "nowhere"], "nowhere: model folder not found"),
+        ({}, ["--tracking-uri", "ftp://x"], "--tracking-uri 'ftp://x'"),
+        ({}, ["--tokens", "100"], "train.tokens: a budget of 100 tokens gives 0 steps"),
+        ({"model": {"n_head": 3}}, [], "model: d_model 64 is not divisible by n_head 3"),
+    ],
+)
 def test_invalid_config_or_flags_are_rejected_before_training(tmp_path, edit, args, message):
     config_path = write_config(tmp_path / "edited.yaml", **edit)
     _existing(tmp_path)

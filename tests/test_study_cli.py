@@ -38,21 +38,34 @@ def test_shipped_spaces_cover_the_five_hyperparameters():
     from tuner.space import load_space
 
     quick = load_space(SPACES[[p.stem for p in SPACES].index("quick")])
-    assert {p.path for p in quick.params} >= {"optim.lr", "train.batch_size", "train.seq_len",
-                                              "model.dropout", "model.size"}
+    assert {p.path for p in quick.params} >= {
+        "optim.lr",
+        "train.batch_size",
+        "train.seq_len",
+        "model.dropout",
+        "model.size",
+    }
     assert quick.n_trials >= 6
     grid = load_space(SPACES[[p.stem for p in SPACES].index("grid")])
     assert grid.sampler == "grid" and grid.n_trials == grid.grid_size() == 24
 
 
-@pytest.mark.parametrize("sampler, extra", [
-    ("random", {}), ("tpe", {}), ("cmaes", {}), ("qmc", {}),
-    ("nsga2", {"objective": [{"metric": "val_loss"}, {"metric": "n_params"}]}),
-])
+@pytest.mark.parametrize(
+    "sampler, extra",
+    [
+        ("random", {}),
+        ("tpe", {}),
+        ("cmaes", {}),
+        ("qmc", {}),
+        ("nsga2", {"objective": [{"metric": "val_loss"}, {"metric": "n_params"}]}),
+    ],
+)
 def test_each_sampler_runs_a_real_micro_study(tmp_path, sampler, extra):
-    params = {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True},
-              "dropout": {"low": 0.0, "high": 0.2},
-              "model_size": {"choices": ["nano", "micro"]}}
+    params = {
+        "learning_rate": {"low": 1e-3, "high": 1e-2, "log": True},
+        "dropout": {"low": 0.0, "high": 0.2},
+        "model_size": {"choices": ["nano", "micro"]},
+    }
     space = write_space(tmp_path / "space.yaml", params, sampler=sampler, **extra)
     result = cli("study", "create", "s", "--space", str(space), "--n-trials", "3")
     assert result.exit_code == 0, result.output
@@ -63,7 +76,10 @@ def test_each_sampler_runs_a_real_micro_study(tmp_path, sampler, extra):
     for t in trials:
         assert 1e-3 <= t.params["learning_rate"] <= 1e-2 and 0 <= t.params["dropout"] <= 0.2
         assert t.params["model_size"] in ("nano", "micro")
-        assert 0 < t.values[0] < 7 and t.user_attrs["config"]["optim"]["lr"] == t.params["learning_rate"]
+        assert (
+            0 < t.values[0] < 7
+            and t.user_attrs["config"]["optim"]["lr"] == t.params["learning_rate"]
+        )
     if sampler == "nsga2":
         assert len(study.directions) == 2 and study.best_trials
     else:
@@ -71,8 +87,10 @@ def test_each_sampler_runs_a_real_micro_study(tmp_path, sampler, extra):
 
 
 def test_grid_covers_every_point_exactly_once(tmp_path):
-    params = {"learning_rate": {"low": 1e-3, "high": 1e-2, "grid": [1e-3, 3e-3, 1e-2]},
-              "batch_size": {"choices": [4, 8]}}
+    params = {
+        "learning_rate": {"low": 1e-3, "high": 1e-2, "grid": [1e-3, 3e-3, 1e-2]},
+        "batch_size": {"choices": [4, 8]},
+    }
     space = write_space(tmp_path / "space.yaml", params, sampler="grid", n_trials=2)
     result = cli("study", "create", "g", "--space", str(space))
     assert result.exit_code == 0, result.output
@@ -110,29 +128,64 @@ def _bad(tmp_path, text: str) -> str:
 GOOD_HEAD = "name: b\nsampler: random\nbase: {train: {tokens: 8192}}\n"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--space", "missing.yaml"], "missing.yaml: file not found"),
-    (["--space", "@name: [unclosed\n"], "invalid YAML"),
-    (["--space", "@" + GOOD_HEAD + "colour: red\n"], "colour: unknown key"),
-    (["--space", "@" + GOOD_HEAD + "params: {model.wings: {low: 1, high: 2}}\n"],
-     "params.model.wings: unknown param"),
-    (["--space", "@" + GOOD_HEAD + "params: {learning_rate: {low: 0.1, high: 0.01}}\n"],
-     "params.learning_rate: low (0.1) > high (0.01)"),
-    (["--space", "@" + GOOD_HEAD + "params: {learning_rate: {low: 0, high: 0.01, log: true}}\n"],
-     "params.learning_rate.log: needs low > 0"),
-    (["--space", "@" + GOOD_HEAD.replace("random", "grid") + "params: {dropout: {low: 0, high: 0.2}}\n"],
-     "params.dropout: grid search needs explicit `grid` values"),
-    (["--space", "@" + GOOD_HEAD + "params: {batch_size: {choices: []}}\n"],
-     "params.batch_size.choices: must be a non-empty list"),
-    (["--space", "@" + GOOD_HEAD + "params: {batch_size: {choices: [8, 0]}}\n"],
-     "params.batch_size: value 0 is invalid"),
-    (["--space", "@" + GOOD_HEAD, "--set", "train.wings=2"], "--set train.wings=2: train.wings: unknown config key"),
-    (["--space", "@" + GOOD_HEAD, "--set", "train.tokens=many"], "train.tokens: expected an integer"),
-    (["--space", "@" + GOOD_HEAD, "--storage", "nosuchdb://x/y"], "--storage nosuchdb://x/y: cannot open storage"),
-    (["--space", "@" + GOOD_HEAD, "--storage", "postgresql://127.0.0.1:1/none"], "cannot open storage"),
-    (["--space", "@" + GOOD_HEAD, "--tracking-uri", "ftp://x"], "--tracking-uri 'ftp://x'"),
-    (["--space", "@" + GOOD_HEAD, "--sampler", "magic"], "sampler: unknown sampler 'magic'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--space", "missing.yaml"], "missing.yaml: file not found"),
+        (["--space", "@name: [unclosed\n"], "invalid YAML"),
+        (["--space", "@" + GOOD_HEAD + "colour: red\n"], "colour: unknown key"),
+        (
+            ["--space", "@" + GOOD_HEAD + "params: {model.wings: {low: 1, high: 2}}\n"],
+            "params.model.wings: unknown param",
+        ),
+        (
+            ["--space", "@" + GOOD_HEAD + "params: {learning_rate: {low: 0.1, high: 0.01}}\n"],
+            "params.learning_rate: low (0.1) > high (0.01)",
+        ),
+        (
+            [
+                "--space",
+                "@" + GOOD_HEAD + "params: {learning_rate: {low: 0, high: 0.01, log: true}}\n",
+            ],
+            "params.learning_rate.log: needs low > 0",
+        ),
+        (
+            [
+                "--space",
+                "@"
+                + GOOD_HEAD.replace("random", "grid")
+                + "params: {dropout: {low: 0, high: 0.2}}\n",
+            ],
+            "params.dropout: grid search needs explicit `grid` values",
+        ),
+        (
+            ["--space", "@" + GOOD_HEAD + "params: {batch_size: {choices: []}}\n"],
+            "params.batch_size.choices: must be a non-empty list",
+        ),
+        (
+            ["--space", "@" + GOOD_HEAD + "params: {batch_size: {choices: [8, 0]}}\n"],
+            "params.batch_size: value 0 is invalid",
+        ),
+        (
+            ["--space", "@" + GOOD_HEAD, "--set", "train.wings=2"],
+            "--set train.wings=2: train.wings: unknown config key",
+        ),
+        (
+            ["--space", "@" + GOOD_HEAD, "--set", "train.tokens=many"],
+            "train.tokens: expected an integer",
+        ),
+        (
+            ["--space", "@" + GOOD_HEAD, "--storage", "nosuchdb://x/y"],
+            "--storage nosuchdb://x/y: cannot open storage",
+        ),
+        (
+            ["--space", "@" + GOOD_HEAD, "--storage", "postgresql://127.0.0.1:1/none"],
+            "cannot open storage",
+        ),
+        (["--space", "@" + GOOD_HEAD, "--tracking-uri", "ftp://x"], "--tracking-uri 'ftp://x'"),
+        (["--space", "@" + GOOD_HEAD, "--sampler", "magic"], "sampler: unknown sampler 'magic'"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, message):
     args = [_bad(tmp_path, a[1:]) if a.startswith("@") else a for a in args]
     result = cli("study", "create", "b", *args)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import optuna
 import pytest
@@ -34,8 +35,12 @@ def runs_of(c: MlflowClient, name: str) -> list:
 def diverging_space(tmp_path):
     from tests.conftest import TINY_BASE
 
-    base = {**TINY_BASE, "optim": {"grad_clip": 0.0}, "schedule": {"warmup_fraction": 0.0},
-            "train": {**TINY_BASE["train"], "milestones": 4}}
+    base = {
+        **TINY_BASE,
+        "optim": {"grad_clip": 0.0},
+        "schedule": {"warmup_fraction": 0.0},
+        "train": {**TINY_BASE["train"], "milestones": 4},
+    }
     return write_space(tmp_path / "space.yaml", LR_GRID, sampler="grid", base=base)
 
 
@@ -66,10 +71,22 @@ def test_parent_and_children_mirror_the_study(tmp_path):
             assert run.info.status == "FINISHED" and run.data.tags["tuner.state"] == "COMPLETE"
             assert len(history) == 4  # one point per milestone, step = tokens seen
             assert [m.step for m in history] == [2048, 4096, 6144, 8192]
-            for key in ("val_perplexity", "val_bpb", "val_accuracy", "train_loss", "learning_rate",
-                        "tokens_per_second"):
+            for key in (
+                "val_perplexity",
+                "val_bpb",
+                "val_accuracy",
+                "train_loss",
+                "learning_rate",
+                "tokens_per_second",
+            ):
                 assert len(c.get_metric_history(run.info.run_id, key)) == 4
-            for key in ("n_params", "train_flops", "wall_seconds", "price_usd", "peak_memory_bytes"):
+            for key in (
+                "n_params",
+                "train_flops",
+                "wall_seconds",
+                "price_usd",
+                "peak_memory_bytes",
+            ):
                 assert run.data.metrics[key] > 0
             assert history[-1].value == pytest.approx(trial.value)
         else:
@@ -77,7 +94,7 @@ def test_parent_and_children_mirror_the_study(tmp_path):
             assert run.info.status == "KILLED"
             assert run.data.tags["tuner.reason"].startswith("diverged")
         config_yaml = c.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
-        assert "lr: " + str(trial.params["learning_rate"]) in open(config_yaml).read()
+        assert "lr: " + str(trial.params["learning_rate"]) in Path(config_yaml).read_text()
     best = study.best_trial
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
     assert parent.data.tags["best_trial"] == str(best.number)
@@ -107,7 +124,7 @@ def test_an_exception_mid_trial_fails_the_trial_and_its_run(tmp_path, monkeypatc
         assert "disk on fire" in run.data.tags["tuner.reason"]
         assert len(c.get_metric_history(run.info.run_id, "val_loss")) == 1
         path = c.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))
-        assert "RuntimeError: disk on fire" in open(path).read()
+        assert "RuntimeError: disk on fire" in Path(path).read_text()
 
 
 def test_ctrl_c_leaves_no_run_running_and_the_study_resumable(tmp_path, monkeypatch):
@@ -143,12 +160,28 @@ def _free_port() -> int:
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = _free_port()
-    log = open(tmp_path / "server.log", "w")
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -160,7 +193,9 @@ def mlflow_server(tmp_path):
                 assert proc.poll() is None, (tmp_path / "server.log").read_text()
                 time.sleep(0.5)
         else:
-            pytest.fail("mlflow server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
+            pytest.fail(
+                "mlflow server did not start: " + (tmp_path / "server.log").read_text()[-2000:]
+            )
         yield url
     finally:
         proc.terminate()
@@ -172,8 +207,9 @@ def mlflow_server(tmp_path):
 
 
 def _post(url: str, payload: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
 
@@ -184,8 +220,10 @@ def test_a_real_tracking_server_serves_the_runs_over_rest(tmp_path, mlflow_serve
     assert result.exit_code == 0, result.output
     api = mlflow_server + "/api/2.0/mlflow"
     exp = json.load(urllib.request.urlopen(api + "/experiments/get-by-name?experiment_name=srv"))
-    found = _post(api + "/runs/search", {"experiment_ids": [exp["experiment"]["experiment_id"]],
-                                         "max_results": 100})
+    found = _post(
+        api + "/runs/search",
+        {"experiment_ids": [exp["experiment"]["experiment_id"]], "max_results": 100},
+    )
     runs = found["runs"]
     trials = [r for r in runs if {"key": "tuner.kind", "value": "trial"} in r["data"]["tags"]]
     assert len(runs) == 3 and len(trials) == 2
@@ -198,8 +236,12 @@ def test_a_real_tracking_server_serves_the_runs_over_rest(tmp_path, mlflow_serve
 
 def test_tuner_ui_serves_the_store_on_loopback(tmp_path):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", "ui", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli", "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -1,4 +1,5 @@
-"""The trainer: real learning for every architecture, exact metrics, fair budgets, failure as data."""
+"""The trainer: real learning for every architecture, exact metrics, fair budgets, and
+failure as data."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ from tuner.train import evaluate, get_lr, plan_budget, train_run
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "lstm", "gru"])
 def test_loss_falls_for_every_architecture(tiny_config, tiny_data, arch):
-    config = (tiny_config.replace("model.arch", arch).replace("train.tokens", 160 * 256)
-              .replace("train.milestones", 4).replace("optim.lr", 0.01))
+    config = (
+        tiny_config.replace("model.arch", arch)
+        .replace("train.tokens", 160 * 256)
+        .replace("train.milestones", 4)
+        .replace("optim.lr", 0.01)
+    )
     result = train_run(config, tiny_data)
     assert result.status == "complete" and result.cost["steps"] == 160
     losses = [m.metrics["val_loss"] for m in result.history]
@@ -37,8 +42,12 @@ def test_bits_per_byte_by_hand(tiny_data):
             return torch.zeros(*input_ids.shape, tiny_data.vocab_size)
 
     n = 500
-    metrics = evaluate(Uniform(), tiny_data.val, tiny_data.token_bytes, 64, n, 4, torch.device("cpu"))
-    text = Tokenizer.from_file(str(tiny_data.tokenizer_path)).decode(tiny_data.val[1 : n + 1].tolist())
+    metrics = evaluate(
+        Uniform(), tiny_data.val, tiny_data.token_bytes, 64, n, 4, torch.device("cpu")
+    )
+    text = Tokenizer.from_file(str(tiny_data.tokenizer_path)).decode(
+        tiny_data.val[1 : n + 1].tolist()
+    )
     n_bytes = len(text.encode("utf-8"))
     assert metrics["val_loss"] == pytest.approx(math.log(tiny_data.vocab_size))
     assert metrics["val_bpb"] == pytest.approx(n * math.log2(tiny_data.vocab_size) / n_bytes)
@@ -48,8 +57,9 @@ def test_bits_per_byte_by_hand(tiny_data):
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_validation_loss_equals_the_transformers_loss(tiny_config, tiny_data, arch):
     torch.manual_seed(0)
-    model = build_model(tiny_config.replace("model.arch", arch).model,
-                        tiny_data.vocab_size, 32).eval()
+    model = build_model(
+        tiny_config.replace("model.arch", arch).model, tiny_data.vocab_size, 32
+    ).eval()
     ids = torch.from_numpy(np.asarray(tiny_data.val[:32]).astype(np.int64))[None]
     with torch.no_grad():
         hf_loss = model(input_ids=ids, labels=ids).loss.item()  # 31 shifted targets
@@ -60,8 +70,12 @@ def test_validation_loss_equals_the_transformers_loss(tiny_config, tiny_data, ar
 def test_equal_token_budgets_and_aligned_milestones(tiny_config):
     plans = []
     for batch, seq in ((8, 32), (4, 64), (16, 16), (2, 128)):
-        config = tiny_config.replace("train.batch_size", batch).replace("train.seq_len", seq) \
-            .replace("train.tokens", 65536).replace("train.milestones", 4)
+        config = (
+            tiny_config.replace("train.batch_size", batch)
+            .replace("train.seq_len", seq)
+            .replace("train.tokens", 65536)
+            .replace("train.milestones", 4)
+        )
         plans.append(plan_budget(config, 1.0))
     assert {p.tokens for p in plans} == {65536}
     assert {len(p.milestone_steps) for p in plans} == {4}
@@ -85,8 +99,12 @@ def test_schedule_warms_up_then_decays_to_floor(tiny_config):
 
 
 def test_huge_learning_rate_ends_as_diverged(tiny_config, tiny_data):
-    config = tiny_config.replace("optim.lr", 50.0).replace("optim.grad_clip", 0.0) \
-        .replace("schedule.warmup_fraction", 0.0).replace("optim.name", "sgd")
+    config = (
+        tiny_config.replace("optim.lr", 50.0)
+        .replace("optim.grad_clip", 0.0)
+        .replace("schedule.warmup_fraction", 0.0)
+        .replace("optim.name", "sgd")
+    )
     result = train_run(config, tiny_data)
     assert result.status == "diverged" and result.reason.startswith("diverged")
     assert result.cost["tokens_seen"] < result.cost["budget_tokens"]

@@ -82,8 +82,13 @@ class Procs:
     def start(self, cmd: list[str], name: str) -> subprocess.Popen:
         log = self.root / f"{name}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.procs.append((proc, log))
         return proc
 
@@ -168,21 +173,69 @@ def postgres_url() -> Iterator[str]:
     port = free_port()
     ctl = str(bin_dir / "pg_ctl")
     try:
-        subprocess.run(as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "tuner",
-                                    "--auth=trust", "-E", "UTF8"]),
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            as_postgres(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "tuner",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         options = f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off"
-        subprocess.run(as_postgres([ctl, "start", "-w", "-t", "60", "-D", str(data), "-o", options,
-                                    "-l", str(root / "server.log")]),
-                       check=True, capture_output=True, timeout=90)
-        subprocess.run(as_postgres([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-                                    "-U", "tuner", "optuna"]),
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            as_postgres(
+                [
+                    ctl,
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    str(data),
+                    "-o",
+                    options,
+                    "-l",
+                    str(root / "server.log"),
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
+        subprocess.run(
+            as_postgres(
+                [
+                    str(bin_dir / "createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-U",
+                    "tuner",
+                    "optuna",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         yield f"postgresql://tuner@127.0.0.1:{port}/optuna"
     finally:
         with contextlib.suppress(Exception):
-            subprocess.run(as_postgres([ctl, "stop", "-m", "immediate", "-w", "-t", "30", "-D",
-                                        str(data)]), capture_output=True, timeout=60)
+            subprocess.run(
+                as_postgres([ctl, "stop", "-m", "immediate", "-w", "-t", "30", "-D", str(data)]),
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -194,17 +247,33 @@ class MlflowServer:
         self.procs = procs
         self.url = f"http://127.0.0.1:{free_port()}"
         port = self.url.rsplit(":", 1)[1]
-        self.proc = procs.start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-                                 "--port", port, "--workers", "1",
-                                 "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                                 "--artifacts-destination", str(root / "artifacts")],
-                                "mlflow-server")
+        self.proc = procs.start(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+            ],
+            "mlflow-server",
+        )
 
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError("mlflow server exited:\n" + self.procs.output(self.proc)[-3000:])
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/health",
-                                                                   timeout=2) as answer:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer,
+        ):
             return answer.status == 200
         return False
 
@@ -235,8 +304,11 @@ def assert_clean(output: str) -> None:
 
 def trial_runs(client: MlflowClient, name: str) -> list:
     exp = client.get_experiment_by_name(name)
-    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
-            if r.data.tags.get("tuner.kind") == "trial"]
+    return [
+        r
+        for r in client.search_runs([exp.experiment_id], max_results=1000)
+        if r.data.tags.get("tuner.kind") == "trial"
+    ]
 
 
 def params_key(params: dict) -> tuple:
@@ -254,8 +326,10 @@ def test_lost_trial_is_failed_and_retried_once_only(tmp_path, monkeypatch):
     grace = 2
     monkeypatch.setenv("TUNER_GRACE_PERIOD", str(grace))
     space = quick_space(tmp_path / "micro.yaml", n_trials=1)
-    assert cli("study", "create", "one", "--space", str(space), "--no-run",
-               "--workers", "2").exit_code == 0
+    assert (
+        cli("study", "create", "one", "--space", str(space), "--no-run", "--workers", "2").exit_code
+        == 0
+    )
     study = load_study("one").study
     first = study.ask()  # pops the queued slot, as a worker would; it never beats
     first.suggest_float("learning_rate", 1e-3, 1e-2, log=True)
@@ -271,15 +345,27 @@ def test_lost_trial_is_failed_and_retried_once_only(tmp_path, monkeypatch):
     assert [t.number for t in counted(trials)] == [retry.number]  # the lost one counts once
 
 
-def test_three_workers_postgres_and_mlflow_server_cover_grid_once(tmp_path, procs, mlflow_server,
-                                                                   postgres_url):
+def test_three_workers_postgres_and_mlflow_server_cover_grid_once(
+    tmp_path, procs, mlflow_server, postgres_url
+):
     tracking = mlflow_server.wait()
     space = quick_space(tmp_path / "grid.yaml", GRID, sampler="grid")  # 4 points
-    result = cli("study", "create", "grid3", "--space", str(space), "--storage", postgres_url,
-                 "--tracking-uri", tracking, "--no-run")
+    result = cli(
+        "study",
+        "create",
+        "grid3",
+        "--space",
+        str(space),
+        "--storage",
+        postgres_url,
+        "--tracking-uri",
+        tracking,
+        "--no-run",
+    )
     assert result.exit_code == 0, result.output
-    workers = [procs.start(worker_command("grid3", postgres_url, tracking), f"worker{i}")
-               for i in range(3)]
+    workers = [
+        procs.start(worker_command("grid3", postgres_url, tracking), f"worker{i}") for i in range(3)
+    ]
     codes = procs.wait_all(workers, timeout=WAIT)
     outputs = [procs.output(w) for w in workers]
     assert codes == [0, 0, 0], "\n".join(outputs)
@@ -304,8 +390,21 @@ def test_four_local_workers_default_storage_no_lock_errors(tmp_path, procs, monk
     cache = tmp_path / "fresh-cache"  # four workers find no token cache: one builds, all reuse
     monkeypatch.setenv("TUNER_CACHE_DIR", str(cache))
     space = quick_space(tmp_path / "micro.yaml")
-    parent = procs.start([*TUNER, "study", "create", "four", "--space", str(space),
-                          "--workers", "4", "--n-trials", "6"], "create")
+    parent = procs.start(
+        [
+            *TUNER,
+            "study",
+            "create",
+            "four",
+            "--space",
+            str(space),
+            "--workers",
+            "4",
+            "--n-trials",
+            "6",
+        ],
+        "create",
+    )
     assert procs.wait_all([parent], timeout=WAIT) == [0], procs.output(parent)
     output = procs.output(parent)
     assert_clean(output)
@@ -323,11 +422,17 @@ def test_four_local_workers_default_storage_no_lock_errors(tmp_path, procs, monk
 
 def test_worker_killed_mid_trial_is_failed_and_retried(tmp_path, procs):
     space = quick_space(tmp_path / "micro.yaml", n_trials=3)
-    assert cli("study", "create", "kill1", "--space", str(space), "--no-run",
-               "--workers", "2").exit_code == 0
+    assert (
+        cli(
+            "study", "create", "kill1", "--space", str(space), "--no-run", "--workers", "2"
+        ).exit_code
+        == 0
+    )
     journal = default_journal()
-    victim, survivor = (procs.start(worker_command("kill1", journal, _tracking(tmp_path)), n)
-                        for n in ("victim", "survivor"))
+    victim, survivor = (
+        procs.start(worker_command("kill1", journal, _tracking(tmp_path)), n)
+        for n in ("victim", "survivor")
+    )
     wait_for(lambda: " started: " in procs.output(victim), WAIT, "the victim to start a trial")
     lost_number = int(procs.output(victim).split(" started: ")[0].rsplit("trial ", 1)[1])
     procs.kill(victim)
@@ -361,8 +466,21 @@ def test_worker_killed_mid_trial_is_failed_and_retried(tmp_path, procs):
 
 def test_whole_study_killed_then_resumed_loses_nothing(tmp_path, procs):
     space = quick_space(tmp_path / "micro.yaml")
-    study = procs.start([*TUNER, "study", "create", "crash", "--space", str(space),
-                         "--workers", "2", "--n-trials", "4"], "create")
+    study = procs.start(
+        [
+            *TUNER,
+            "study",
+            "create",
+            "crash",
+            "--space",
+            str(space),
+            "--workers",
+            "2",
+            "--n-trials",
+            "4",
+        ],
+        "create",
+    )
     journal = default_journal()
 
     def one_done_one_training() -> bool:
@@ -371,7 +489,8 @@ def test_whole_study_killed_then_resumed_loses_nothing(tmp_path, procs):
         with contextlib.suppress(Exception):  # the study may not exist yet
             trials = trials_of("crash", journal)
             return any(t.state.name == "COMPLETE" for t in trials) and any(
-                t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs for t in trials)
+                t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs for t in trials
+            )
         return False
 
     wait_for(one_done_one_training, WAIT, "a complete trial and one training")
@@ -400,8 +519,11 @@ def test_whole_study_killed_then_resumed_loses_nothing(tmp_path, procs):
     runs = trial_runs(client, "crash")
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert [r.info.status for r in runs].count("FINISHED") == 4
-    lost_runs = [before[n].user_attrs["mlflow_run_id"] for n in lost  # a trial killed before
-                 if "mlflow_run_id" in before[n].user_attrs]          # its run opened has none
+    lost_runs = [
+        before[n].user_attrs["mlflow_run_id"]
+        for n in lost  # a trial killed before
+        if "mlflow_run_id" in before[n].user_attrs
+    ]  # its run opened has none
     assert lost_runs and all(client.get_run(r).info.status == "FAILED" for r in lost_runs)
     parent = client.get_run(load_study("crash").parent_run_id)
     assert parent.info.status == "FINISHED"

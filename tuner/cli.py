@@ -18,8 +18,12 @@ from rich.table import Table
 from tuner import stores
 from tuner.config import ConfigError, apply_overrides, parse_overrides
 
-app = typer.Typer(help="Hyperparameter search for language models: Optuna studies, real training, "
-                       "MLflow tracking.", no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Hyperparameter search for language models: Optuna studies, real training, "
+    "MLflow tracking.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 study_app = typer.Typer(help="Create, run and inspect studies.", no_args_is_help=True)
 space_app = typer.Typer(help="Inspect search-space files.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
@@ -28,10 +32,21 @@ app.add_typer(space_app, name="space")
 out = Console()
 err = Console(stderr=True)
 
-StorageOpt = Annotated[str | None, typer.Option("--storage", help="Optuna storage URL "
-                       "(default: sqlite:///mlruns/optuna.db; a path ending in .log is a journal file).")]
-TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI "
-                        "(default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db).")]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="Optuna storage URL "
+        "(default: sqlite:///mlruns/optuna.db; a path ending in .log is a journal file).",
+    ),
+]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db).",
+    ),
+]
 
 
 def user_errors(fn):
@@ -60,19 +75,40 @@ def user_errors(fn):
 @user_errors
 def study_create(
     name: Annotated[str, typer.Argument(help="Study name (letters, digits, '_', '.', '-').")],
-    space: Annotated[str, typer.Option("--space", help="Search-space YAML file.")] = "search_spaces/quick.yaml",
-    sampler: Annotated[str | None, typer.Option(help="grid | random | tpe | cmaes | nsga2 | qmc | gp")] = None,
-    pruner: Annotated[str | None, typer.Option(help="none | median | hyperband | successive-halving")] = None,
-    n_trials: Annotated[int | None, typer.Option("--n-trials", help="Trials to run (grid: every point).")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
+    space: Annotated[
+        str, typer.Option("--space", help="Search-space YAML file.")
+    ] = "search_spaces/quick.yaml",
+    sampler: Annotated[
+        str | None, typer.Option(help="grid | random | tpe | cmaes | nsga2 | qmc | gp")
+    ] = None,
+    pruner: Annotated[
+        str | None, typer.Option(help="none | median | hyperband | successive-halving")
+    ] = None,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", help="Trials to run (grid: every point).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop starting trials after this many seconds.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Study seed (samplers and trial seeds).")] = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a base config field: key=value "
-                                                   "(dotted path, e.g. train.tokens=100000).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a base config field: key=value (dotted path, e.g. train.tokens=100000).",
+        ),
+    ] = None,
     run: Annotated[bool, typer.Option("--run/--no-run", help="Run the trials now.")] = True,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes to run on this "
-                                         "machine (default storage then: a journal file).")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes to run on this machine (default storage then: a journal file).",
+        ),
+    ] = 1,
 ) -> None:
     """Create a study from a search space and run it."""
     from tuner.space import load_space
@@ -80,11 +116,14 @@ def study_create(
 
     spec = load_space(space)
     base = apply_overrides(spec.base, parse_overrides(set_))
-    spec = spec.with_settings(base=base, sampler=sampler, pruner=pruner, n_trials=n_trials,
-                              timeout=timeout, seed=seed)
+    spec = spec.with_settings(
+        base=base, sampler=sampler, pruner=pruner, n_trials=n_trials, timeout=timeout, seed=seed
+    )
     handle = create_study(name, spec, storage, tracking_uri, local_workers=workers)
-    out.print(f"created study [bold]{name}[/] ({spec.sampler} sampler, {spec.pruner} pruner, "
-              f"{spec.n_trials} trials) in {handle.storage_url}")
+    out.print(
+        f"created study [bold]{name}[/] ({spec.sampler} sampler, {spec.pruner} pruner, "
+        f"{spec.n_trials} trials) in {handle.storage_url}"
+    )
     if run and workers > 1:
         _run_workers(handle, workers, spec.timeout)
     elif run:
@@ -95,8 +134,12 @@ def study_create(
 @user_errors
 def study_resume(
     name: Annotated[str, typer.Argument(help="Study to continue.")],
-    n_trials: Annotated[int | None, typer.Option("--n-trials", help="New target trial count.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", help="New target trial count.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop starting trials after this many seconds.")
+    ] = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
@@ -139,33 +182,65 @@ def study_list(storage: StorageOpt = None) -> None:
         return
     table = Table("name", "space", "sampler", "trials", "complete", "best", "created")
     for r in rows:
-        table.add_row(r["name"], str(r["space"]), str(r["sampler"]), f"{r['trials']}/{r['target']}",
-                      str(r["complete"]), _num(r["best"]), str(r["created"] or "")[:19])
+        table.add_row(
+            r["name"],
+            str(r["space"]),
+            str(r["sampler"]),
+            f"{r['trials']}/{r['target']}",
+            str(r["complete"]),
+            _num(r["best"]),
+            str(r["created"] or "")[:19],
+        )
     out.print(table)
 
 
 @study_app.command("show")
 @user_errors
-def study_show(name: Annotated[str, typer.Argument(help="Study to show.")], storage: StorageOpt = None) -> None:
+def study_show(
+    name: Annotated[str, typer.Argument(help="Study to show.")], storage: StorageOpt = None
+) -> None:
     """A table of a study's trials, best marked with *."""
     from tuner.study import load_study, trial_rows
 
     handle = load_study(name, storage)
     names = [p.name for p in handle.space.params]
-    table = Table("", "trial", "state", *names, "val loss", "ppl", "bpb", "params", "FLOPs", "secs",
-                  title=f"study {name} ({handle.space.sampler} sampler, {handle.space.pruner} pruner)")
+    table = Table(
+        "",
+        "trial",
+        "state",
+        *names,
+        "val loss",
+        "ppl",
+        "bpb",
+        "params",
+        "FLOPs",
+        "secs",
+        title=f"study {name} ({handle.space.sampler} sampler, {handle.space.pruner} pruner)",
+    )
     for r in trial_rows(handle):
-        state = r["state"] + (f" ({r['reason'][:30]})" if r["reason"] and r["state"] != "COMPLETE" else "")
-        table.add_row("*" if r["best"] else "", str(r["number"]), state,
-                      *(_num(r["params"].get(n)) for n in names), _num(r["val_loss"]),
-                      _num(r["val_perplexity"]), _num(r["val_bpb"]), _si(r["n_params"]),
-                      _si(r["train_flops"]), _num(r["duration"]))
+        state = r["state"] + (
+            f" ({r['reason'][:30]})" if r["reason"] and r["state"] != "COMPLETE" else ""
+        )
+        table.add_row(
+            "*" if r["best"] else "",
+            str(r["number"]),
+            state,
+            *(_num(r["params"].get(n)) for n in names),
+            _num(r["val_loss"]),
+            _num(r["val_perplexity"]),
+            _num(r["val_bpb"]),
+            _si(r["n_params"]),
+            _si(r["train_flops"]),
+            _num(r["duration"]),
+        )
     out.print(table)
 
 
 @study_app.command("delete")
 @user_errors
-def study_delete(name: Annotated[str, typer.Argument(help="Study to delete.")], storage: StorageOpt = None) -> None:
+def study_delete(
+    name: Annotated[str, typer.Argument(help="Study to delete.")], storage: StorageOpt = None
+) -> None:
     """Delete a study and its MLflow experiment."""
     from tuner.study import delete_study
 
@@ -183,7 +258,9 @@ def space_validate(path: Annotated[str, typer.Argument(help="Search-space YAML f
     from tuner.space import load_space
 
     spec = load_space(path)
-    out.print(f"{path}: ok ({len(spec.params)} params, {spec.sampler} sampler, {spec.n_trials} trials)")
+    out.print(
+        f"{path}: ok ({len(spec.params)} params, {spec.sampler} sampler, {spec.n_trials} trials)"
+    )
 
 
 @space_app.command("show")
@@ -194,8 +271,10 @@ def space_show(path: Annotated[str, typer.Argument(help="Search-space YAML file.
 
     spec = load_space(path)
     out.print(f"[bold]{spec.name}[/]: {spec.description}")
-    out.print(f"sampler {spec.sampler}, pruner {spec.pruner}, {spec.n_trials} trials, seed {spec.seed}, "
-              f"objective " + ", ".join(f"{o.direction} {o.metric}" for o in spec.objectives))
+    out.print(
+        f"sampler {spec.sampler}, pruner {spec.pruner}, {spec.n_trials} trials, seed {spec.seed}, "
+        f"objective " + ", ".join(f"{o.direction} {o.metric}" for o in spec.objectives)
+    )
     table = Table("param", "config path", "distribution", "grid values")
     for p in spec.params:
         try:
@@ -217,14 +296,28 @@ def space_show(path: Annotated[str, typer.Argument(help="Search-space YAML file.
 @user_errors
 def ui(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
-    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")
+    ] = "127.0.0.1",
     workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Start the MLflow UI on the project's store."""
     uri = tracking_uri or stores.default_tracking_uri()
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
-           "--port", str(port), "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     if uri.startswith("sqlite:///"):
         cmd += ["--default-artifact-root", stores.artifact_root()]
     out.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop")
@@ -250,8 +343,6 @@ def _si(value: Any) -> str:
     return f"{value:.3g}"
 
 
-
-
 # ---------------------------------------------------------------- dashboard (dashboards.py)
 
 
@@ -259,11 +350,15 @@ def _si(value: Any) -> str:
 @user_errors
 def dashboard(
     name: Annotated[str, typer.Argument(help="Study to draw.")],
-    output: Annotated[str | None, typer.Option("-o", "--output", help="HTML file to write "
-                      "(default: dashboards/NAME.html).")] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("-o", "--output", help="HTML file to write (default: dashboards/NAME.html)."),
+    ] = None,
     open_: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False,
-    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Attach the page to the "
-                      "study's MLflow run.")] = True,
+    mlflow: Annotated[
+        bool,
+        typer.Option("--mlflow/--no-mlflow", help="Attach the page to the study's MLflow run."),
+    ] = True,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
@@ -286,7 +381,7 @@ def dashboard(
         webbrowser.open(path.resolve().as_uri())
 
 
-# ---------------------------------------------------------------- export, train, generate (export.py)
+# ------------------------------------------------------------ export, train, generate (export.py)
 
 
 @app.command("export")
@@ -294,24 +389,39 @@ def dashboard(
 def export(
     name: Annotated[str, typer.Argument(help="Study to export from.")],
     output: Annotated[str, typer.Option("-o", "--output", help="File to write.")] = "best.yaml",
-    trial: Annotated[int | None, typer.Option("--trial", help="Export this trial number instead "
-                                              "of the best.")] = None,
-    metric: Annotated[str | None, typer.Option("--metric", help="Rank trials by this metric "
-                                               "(default: the study's first objective).")] = None,
-    max_params: Annotated[str | None, typer.Option("--max-params", help="Only trials with at "
-                                                   "most this many parameters (5e6, 5M).")] = None,
-    max_flops: Annotated[str | None, typer.Option("--max-flops", help="Only trials that used "
-                                                  "at most this many training FLOPs.")] = None,
+    trial: Annotated[
+        int | None, typer.Option("--trial", help="Export this trial number instead of the best.")
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            "--metric", help="Rank trials by this metric (default: the study's first objective)."
+        ),
+    ] = None,
+    max_params: Annotated[
+        str | None,
+        typer.Option(
+            "--max-params", help="Only trials with at most this many parameters (5e6, 5M)."
+        ),
+    ] = None,
+    max_flops: Annotated[
+        str | None,
+        typer.Option("--max-flops", help="Only trials that used at most this many training FLOPs."),
+    ] = None,
     storage: StorageOpt = None,
 ) -> None:
     """Write the best trial's complete config (with its provenance) as a YAML file."""
     from tuner.export import Constraints, export_best
 
-    path, pick = export_best(name, output, trial, metric, Constraints.parse(max_params, max_flops),
-                             storage)
+    path, pick = export_best(
+        name, output, trial, metric, Constraints.parse(max_params, max_flops), storage
+    )
     n_params = pick.trial.user_attrs.get("cost", {}).get("n_params")
-    out.print(f"wrote {path}: trial {pick.trial.number} of study {name} "
-              f"({pick.metric} {pick.value:.4f}, {_si(n_params)} params)", soft_wrap=True)
+    out.print(
+        f"wrote {path}: trial {pick.trial.number} of study {name} "
+        f"({pick.metric} {pick.value:.4f}, {_si(n_params)} params)",
+        soft_wrap=True,
+    )
     out.print(f"train it: `tuner train {path}`", highlight=False)
 
 
@@ -319,43 +429,71 @@ def export(
 @user_errors
 def train(
     config: Annotated[str, typer.Argument(help="RunConfig YAML (as `tuner export` writes it).")],
-    tokens: Annotated[str | None, typer.Option("--tokens", help="Training budget in tokens "
-                                               "(200000, 2e5, 200k, 1.5M).")] = None,
-    flops: Annotated[str | None, typer.Option("--flops", help="Training budget in FLOPs "
-                                              "(instead of --tokens).")] = None,
-    out_dir: Annotated[str | None, typer.Option("--out", help="Folder for the model "
-                                                "(default: runs/NAME-TIMESTAMP).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: "
-                                                   "key=value (dotted path).")] = None,
-    init_from: Annotated[str | None, typer.Option("--init-from", help="Fine-tune the model "
-                                                  "saved in this folder.")] = None,
+    tokens: Annotated[
+        str | None,
+        typer.Option("--tokens", help="Training budget in tokens (200000, 2e5, 200k, 1.5M)."),
+    ] = None,
+    flops: Annotated[
+        str | None, typer.Option("--flops", help="Training budget in FLOPs (instead of --tokens).")
+    ] = None,
+    out_dir: Annotated[
+        str | None,
+        typer.Option("--out", help="Folder for the model (default: runs/NAME-TIMESTAMP)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config field: key=value (dotted path)."),
+    ] = None,
+    init_from: Annotated[
+        str | None, typer.Option("--init-from", help="Fine-tune the model saved in this folder.")
+    ] = None,
     tracking_uri: TrackingOpt = None,
-    experiment: Annotated[str | None, typer.Option("--experiment", help="MLflow experiment "
-                                                   "(default: STUDY-final).")] = None,
-    registered_name: Annotated[str | None, typer.Option("--name", help="Registered model name "
-                                                        "(default: STUDY-ARCH).")] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="MLflow experiment (default: STUDY-final).")
+    ] = None,
+    registered_name: Annotated[
+        str | None, typer.Option("--name", help="Registered model name (default: STUDY-ARCH).")
+    ] = None,
 ) -> None:
     """Train the final model from a config: test it, save it for transformers, register it."""
     from tuner.final import train_final
 
     bar = _TokenBar()
     try:
-        result = train_final(config, tokens, flops, out_dir, set_, init_from, tracking_uri,
-                             experiment, registered_name, on_progress=bar)
+        result = train_final(
+            config,
+            tokens,
+            flops,
+            out_dir,
+            set_,
+            init_from,
+            tracking_uri,
+            experiment,
+            registered_name,
+            on_progress=bar,
+        )
     finally:
         bar.close()
     val, test = result.val, result.test
     if result.init_val:
         out.print(f"before fine-tuning: val loss {result.init_val['init_val_loss']:.4f}")
-    out.print(f"val loss {val['val_loss']:.4f} (ppl {val['val_perplexity']:.2f}), test loss "
-              f"{test['test_loss']:.4f} (ppl {test['test_perplexity']:.2f}, bpb "
-              f"{test['test_bpb']:.3f}) after {_si(result.cost['tokens_seen'])} tokens",
-              soft_wrap=True)
-    out.print(f"saved {result.out_dir}; MLflow run {result.run_id} in experiment "
-              f"{result.experiment}; registered {result.registered_name} v{result.version}",
-              highlight=False, soft_wrap=True)
-    out.print(f"sample: `tuner generate {result.out_dir} --prompt 'ROMEO:'`", highlight=False,
-              soft_wrap=True)
+    out.print(
+        f"val loss {val['val_loss']:.4f} (ppl {val['val_perplexity']:.2f}), test loss "
+        f"{test['test_loss']:.4f} (ppl {test['test_perplexity']:.2f}, bpb "
+        f"{test['test_bpb']:.3f}) after {_si(result.cost['tokens_seen'])} tokens",
+        soft_wrap=True,
+    )
+    out.print(
+        f"saved {result.out_dir}; MLflow run {result.run_id} in experiment "
+        f"{result.experiment}; registered {result.registered_name} v{result.version}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f"sample: `tuner generate {result.out_dir} --prompt 'ROMEO:'`",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 class _TokenBar:
@@ -370,8 +508,9 @@ class _TokenBar:
         if self.bars is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-            self.bars = Progress("tokens", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=err)
+            self.bars = Progress(
+                "tokens", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+            )
             self.task = self.bars.add_task("tokens", total=total)
             self.bars.start()
         self.bars.update(self.task, completed=done, total=total)
@@ -388,8 +527,9 @@ def generate(
     prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = "",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens to add.")] = 200,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.8,
-    top_k: Annotated[int, typer.Option("--top-k", help="Sample from the k likeliest tokens "
-                                       "(0 = all).")] = 50,
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="Sample from the k likeliest tokens (0 = all).")
+    ] = 50,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
 ) -> None:
     """Sample text from a saved model."""
@@ -408,8 +548,9 @@ def study_worker(
     name: Annotated[str, typer.Argument(help="Study to work on.")],
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
-    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many "
-                                                  "seconds.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop starting trials after this many seconds.")
+    ] = None,
 ) -> None:
     """Join a study from any machine; run its queued trials until none is left.
 
@@ -424,8 +565,9 @@ def study_worker(
     # a worker prints its own line per trial; MLflow's run links would only add noise
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # workers that load the study at the same moment must not draw the same params
-    handle = load_study(name, storage, tracking_uri,
-                        seed_offset=int.from_bytes(os.urandom(3), "big"))
+    handle = load_study(
+        name, storage, tracking_uri, seed_offset=int.from_bytes(os.urandom(3), "big")
+    )
     reporter = LineReporter()
     reporter.note(f"joined study {name} ({handle.storage_url}, MLflow {handle.tracking_uri})")
     run_study(handle, timeout=timeout, reporter=reporter, fill=False)
@@ -438,12 +580,17 @@ def _run_workers(handle: Any, workers: int, timeout: float | None) -> None:
     from tuner.workers import start_workers, wait_workers
 
     if handle.storage_url.startswith("sqlite"):
-        err.print("note: several workers on one SQLite file queue on its lock; a journal file "
-                  "(--storage PATH.log, the default with --workers) is Optuna's advice")
-    out.print(f"starting {workers} workers; more can join from any machine with "
-              f"`tuner study worker {handle.name} --storage {handle.storage_url}`")
-    codes = wait_workers(start_workers(handle.name, handle.storage_url, handle.tracking_uri,
-                                       workers, timeout))
+        err.print(
+            "note: several workers on one SQLite file queue on its lock; a journal file "
+            "(--storage PATH.log, the default with --workers) is Optuna's advice"
+        )
+    out.print(
+        f"starting {workers} workers; more can join from any machine with "
+        f"`tuner study worker {handle.name} --storage {handle.storage_url}`"
+    )
+    codes = wait_workers(
+        start_workers(handle.name, handle.storage_url, handle.tracking_uri, workers, timeout)
+    )
     line = best_line(handle.study, handle.space.objectives[0].metric)
     out.print(f"study [bold]{handle.name}[/]: {handle.finished_count()} trials finished; {line}")
     failed = [code for code in codes if code != 0]

@@ -63,7 +63,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.source != "hub" or bool(self.name), "data.name", "required for source=hub")
-        _check(self.source != "files" or bool(self.paths), "data.paths", "required for source=files")
+        _check(
+            self.source != "files" or bool(self.paths), "data.paths", "required for source=files"
+        )
         _check(0 < self.val_fraction < 0.5, "data.val_fraction", "must be in (0, 0.5)")
         _check(0 < self.test_fraction < 0.5, "data.test_fraction", "must be in (0, 0.5)")
         _check(self.max_chars >= 0, "data.max_chars", "must be >= 0")
@@ -80,10 +82,16 @@ class TokenizerConfig:
     """Hugging Face tokenizer name or local directory (kind=pretrained)."""
 
     def __post_init__(self) -> None:
-        _check(self.kind != "pretrained" or bool(self.name), "tokenizer.name",
-               "required for kind=pretrained")
-        _check(self.kind != "bpe" or 260 <= self.vocab_size <= 1_000_000, "tokenizer.vocab_size",
-               "must be between 260 and 1000000 for bpe")
+        _check(
+            self.kind != "pretrained" or bool(self.name),
+            "tokenizer.name",
+            "required for kind=pretrained",
+        )
+        _check(
+            self.kind != "bpe" or 260 <= self.vocab_size <= 1_000_000,
+            "tokenizer.vocab_size",
+            "must be between 260 and 1000000 for bpe",
+        )
 
 
 @dataclass(frozen=True)
@@ -103,14 +111,20 @@ class ModelConfig:
     def __post_init__(self) -> None:
         from tuner.models import SIZE_PRESETS
 
-        _check(self.size in SIZE_PRESETS or self.size == "custom", "model.size",
-               f"unknown preset {self.size!r}; one of {sorted(SIZE_PRESETS)} or 'custom'")
+        _check(
+            self.size in SIZE_PRESETS or self.size == "custom",
+            "model.size",
+            f"unknown preset {self.size!r}; one of {sorted(SIZE_PRESETS)} or 'custom'",
+        )
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
         for name in ("n_layer", "d_model", "n_head", "d_ff"):
             _check(getattr(self, name) >= 0, f"model.{name}", "must be >= 0")
         if self.size == "custom":
-            _check(self.n_layer > 0 and self.d_model > 0, "model.size",
-                   "'custom' needs n_layer and d_model")
+            _check(
+                self.n_layer > 0 and self.d_model > 0,
+                "model.size",
+                "'custom' needs n_layer and d_model",
+            )
 
 
 @dataclass(frozen=True)
@@ -130,7 +144,9 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", "must be > 0")
         _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2", "must be in [0, 1)")
+        _check(
+            0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2", "must be in [0, 1)"
+        )
         _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
 
 
@@ -190,7 +206,8 @@ class CostConfig:
     """How wall time becomes money, and the peak that MFU is measured against."""
 
     price_per_hour: dict[str, float] = field(
-        default_factory=lambda: {"cpu": 0.10, "cuda": 2.50, "mps": 0.50})
+        default_factory=lambda: {"cpu": 0.10, "cuda": 2.50, "mps": 0.50}
+    )
     """US dollars per device-hour, by device type (or by full GPU name)."""
     peak_flops: float = 0.0
     """Device peak FLOP/s for MFU (0 = measured once per machine and cached)."""
@@ -243,8 +260,12 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in d.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) \
-                and not path.endswith("price_per_hour"):
+        if (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(k, str) for k in value)
+            and not path.endswith("price_per_hour")
+        ):
             out.update(flatten(value, path + "."))
         else:
             out[path] = value
@@ -295,7 +316,9 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
         key_tp, val_tp = typing.get_args(tp)
-        return {_coerce(key_tp, k, path): _coerce(val_tp, v, f"{path}.{k}") for k, v in value.items()}
+        return {
+            _coerce(key_tp, k, path): _coerce(val_tp, v, f"{path}.{k}") for k, v in value.items()
+        }
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true/false, got {value!r}")
@@ -360,7 +383,9 @@ def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
     return out
 
 
-def apply_overrides(config: RunConfig, overrides: list[tuple[str, Any]], flag: str = "--set") -> RunConfig:
+def apply_overrides(
+    config: RunConfig, overrides: list[tuple[str, Any]], flag: str = "--set"
+) -> RunConfig:
     """Set every override, then validate the result once, so that overrides which only make
     sense together (data.source=files with data.paths=...) work in any order."""
     data = config.to_dict()

@@ -27,8 +27,11 @@ from tuner.config import ConfigError
 if TYPE_CHECKING:
     from tuner.study import StudyHandle
 
-COST_AXES = {"train_flops": "training FLOPs", "wall_seconds": "wall time (s)",
-             "price_usd": "estimated price (USD)"}
+COST_AXES = {
+    "train_flops": "training FLOPs",
+    "wall_seconds": "wall time (s)",
+    "price_usd": "estimated price (USD)",
+}
 MAX_CURVES = 400
 """Learning curves drawn at most; the best trials are always among them."""
 TOP_N = 15
@@ -37,8 +40,13 @@ MIN_IMPORTANCE_TRIALS = 5
 IMPORTANCE_SAMPLE = 1000
 
 
-STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
-               "WAITING": "waiting"}
+STATE_WORDS = {
+    "COMPLETE": "complete",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+    "RUNNING": "running",
+    "WAITING": "waiting",
+}
 
 
 class NoCompleteTrials(ConfigError):
@@ -146,33 +154,54 @@ def gather(handle: StudyHandle, metric: str | None = None) -> DashboardData:
     states = optuna.trial.TrialState
     finished = [t for t in all_trials if t.state in (states.COMPLETE, states.PRUNED, states.FAIL)]
     if not any(t.state == states.COMPLETE for t in finished):
-        counts = ", ".join(f"{sum(t.state == s for t in all_trials)} {STATE_WORDS[s.name]}"
-                           for s in states if any(t.state == s for t in all_trials))
-        raise NoCompleteTrials(f"study {handle.name!r} has no complete trials yet "
-                               f"({counts or 'no trials'}); nothing to draw")
+        counts = ", ".join(
+            f"{sum(t.state == s for t in all_trials)} {STATE_WORDS[s.name]}"
+            for s in states
+            if any(t.state == s for t in all_trials)
+        )
+        raise NoCompleteTrials(
+            f"study {handle.name!r} has no complete trials yet "
+            f"({counts or 'no trials'}); nothing to draw"
+        )
     objectives = [(o.metric, o.direction) for o in handle.space.objectives]
     groups = _group_labels(finished)
     trials = sorted((_point(t, groups[t.number]) for t in finished), key=lambda p: p.number)
     complete = [t for t in trials if t.state == "COMPLETE"]
     metric = metric or _default_metric(finished)
     cost_keys = [k for k in COST_AXES if any(t.metric(k) and t.metric(k) > 0 for t in complete)]
-    fronts = {key: pareto_front([(t.number, t.metric(key), t.metric(metric)) for t in complete])
-              for key in ["n_params", *cost_keys]}
+    fronts = {
+        key: pareto_front([(t.number, t.metric(key), t.metric(metric)) for t in complete])
+        for key in ["n_params", *cost_keys]
+    }
     importance, note = param_importance(study, objectives, len(complete))
     ranked = rank(complete, objectives[0][1])
     return DashboardData(
-        study=handle.name, space=handle.space.name, sampler=handle.space.sampler,
-        pruner=handle.space.pruner, objectives=objectives, metric=metric,
+        study=handle.name,
+        space=handle.space.name,
+        sampler=handle.space.sampler,
+        pruner=handle.space.pruner,
+        objectives=objectives,
+        metric=metric,
         param_names=[p.name for p in handle.space.params]
         or sorted({k for t in trials for k in t.params}),
-        param_scales={p.name: "categorical" if p.kind == "categorical" else "log" if p.log
-                      else "linear" for p in handle.space.params},
-        trials=trials, running=sum(t.state == states.RUNNING for t in all_trials),
-        waiting=sum(t.state == states.WAITING for t in all_trials), cost_keys=cost_keys,
-        fronts=fronts, history=history(trials, objectives[0][1], cost_keys),
-        importance=importance, importance_note=note, curves=pick_curves(trials, ranked),
-        top=[t.number for t in ranked[:TOP_N]], tracking_uri=handle.tracking_uri,
-        experiment_id=handle.experiment_id, parent_run_id=handle.parent_run_id)
+        param_scales={
+            p.name: "categorical" if p.kind == "categorical" else "log" if p.log else "linear"
+            for p in handle.space.params
+        },
+        trials=trials,
+        running=sum(t.state == states.RUNNING for t in all_trials),
+        waiting=sum(t.state == states.WAITING for t in all_trials),
+        cost_keys=cost_keys,
+        fronts=fronts,
+        history=history(trials, objectives[0][1], cost_keys),
+        importance=importance,
+        importance_note=note,
+        curves=pick_curves(trials, ranked),
+        top=[t.number for t in ranked[:TOP_N]],
+        tracking_uri=handle.tracking_uri,
+        experiment_id=handle.experiment_id,
+        parent_run_id=handle.parent_run_id,
+    )
 
 
 def _point(t: optuna.trial.FrozenTrial, group: str) -> TrialPoint:
@@ -187,27 +216,40 @@ def _point(t: optuna.trial.FrozenTrial, group: str) -> TrialPoint:
     curve = tuple((float(x), float(y)) for x, y in attrs.get("curve") or () if _finite(y))
     metrics, cost = dict(attrs.get("metrics") or {}), dict(attrs.get("cost") or {})
     return TrialPoint(
-        number=t.number, state=t.state.name, outcome=outcome, params=dict(t.params),
+        number=t.number,
+        state=t.state.name,
+        outcome=outcome,
+        params=dict(t.params),
         values=tuple(t.values) if t.state.name == "COMPLETE" and t.values else (),
-        metrics=metrics, cost=cost, curve=curve,
-        reason=reason, run_id=attrs.get("mlflow_run_id"), group=group,
+        metrics=metrics,
+        cost=cost,
+        curve=curve,
+        reason=reason,
+        run_id=attrs.get("mlflow_run_id"),
+        group=group,
         learning_rate=float(lr) if _finite(lr) else None,
         batch_size=int(batch) if _finite(batch) else None,
-        numbers={k: float(v) for k, v in (cost | metrics).items() if _finite(v)})
+        numbers={k: float(v) for k, v in (cost | metrics).items() if _finite(v)},
+    )
 
 
 def _group_labels(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, str]:
     """Model size per trial, prefixed by the architecture only when a study varies it."""
     models = {t.number: (t.user_attrs.get("config") or {}).get("model", {}) for t in trials}
     archs = {m.get("arch") for m in models.values()}
-    return {n: (f"{m.get('arch', '?')} " if len(archs) > 1 else "") + str(m.get("size", "?"))
-            for n, m in models.items()}
+    return {
+        n: (f"{m.get('arch', '?')} " if len(archs) > 1 else "") + str(m.get("size", "?"))
+        for n, m in models.items()
+    }
 
 
 def _default_metric(trials: Sequence[optuna.trial.FrozenTrial]) -> str:
     """Perplexity compares trials only under one tokenizer; bits per byte compares any."""
-    tokenizers = {json.dumps((t.user_attrs.get("config") or {}).get("tokenizer"), sort_keys=True)
-                  for t in trials if t.state.name == "COMPLETE"}
+    tokenizers = {
+        json.dumps((t.user_attrs.get("config") or {}).get("tokenizer"), sort_keys=True)
+        for t in trials
+        if t.state.name == "COMPLETE"
+    }
     return "val_bpb" if len(tokenizers) > 1 else "val_perplexity"
 
 
@@ -260,18 +302,22 @@ def history(trials: Sequence[TrialPoint], direction: str, cost_keys: Sequence[st
     return History(numbers, values, best, cumulative)
 
 
-def param_importance(study: optuna.Study, objectives: Sequence[tuple[str, str]],
-                     n_complete: int) -> tuple[dict[str, float], str]:
+def param_importance(
+    study: optuna.Study, objectives: Sequence[tuple[str, str]], n_complete: int
+) -> tuple[dict[str, float], str]:
     """PED-ANOVA importances of the first objective, or ({}, why not)."""
     if n_complete < MIN_IMPORTANCE_TRIALS:
-        return {}, (f"importance needs at least {MIN_IMPORTANCE_TRIALS} complete trials "
-                    f"(this study has {n_complete})")
+        return {}, (
+            f"importance needs at least {MIN_IMPORTANCE_TRIALS} complete trials "
+            f"(this study has {n_complete})"
+        )
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
     target = None if len(objectives) == 1 else (lambda t: t.values[0])
     try:  # fANOVA takes minutes at 1,000 trials; PED-ANOVA well under a second
-        found = get_param_importances(_sampled(study), evaluator=PedAnovaImportanceEvaluator(),
-                                      target=target)
+        found = get_param_importances(
+            _sampled(study), evaluator=PedAnovaImportanceEvaluator(), target=target
+        )
     except Exception as err:  # noqa: BLE001 - e.g. no param that varies; the plot says why
         return {}, f"importance not available: {err}"
     if not found:
@@ -306,8 +352,6 @@ def pick_curves(trials: Sequence[TrialPoint], ranked: Sequence[TrialPoint]) -> l
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 
 
 def default_path(handle: StudyHandle) -> Path:

@@ -86,8 +86,10 @@ def _hub_documents(cfg: DataConfig) -> list[str]:
     try:
         ds = datasets.load_dataset(cfg.name, cfg.config_name or None, split=cfg.split)
     except Exception as err:  # noqa: BLE001 - offline, unknown name, bad split: all user errors
-        raise ConfigError(f"data.name: cannot load hub dataset {cfg.name!r} "
-                          f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        raise ConfigError(
+            f"data.name: cannot load hub dataset {cfg.name!r} "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from None
     return _column(ds, cfg.text_column, "data.text_column")
 
 
@@ -103,10 +105,14 @@ def _file_documents(cfg: DataConfig) -> list[str]:
         if suffix in (".txt", ".md"):
             docs.append(path.read_text(encoding="utf-8", errors="replace"))
             continue
-        builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(suffix)
+        builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(
+            suffix
+        )
         if builder is None:
-            raise ConfigError(f"data.paths: unsupported file type {suffix!r} ({raw}); "
-                              "use .txt, .md, .jsonl, .parquet or .csv")
+            raise ConfigError(
+                f"data.paths: unsupported file type {suffix!r} ({raw}); "
+                "use .txt, .md, .jsonl, .parquet or .csv"
+            )
         try:
             ds = datasets.load_dataset(builder, data_files=str(path), split="train")
         except Exception as err:  # noqa: BLE001
@@ -153,7 +159,13 @@ def split_documents(docs: list[str], cfg: DataConfig) -> dict[str, list[str]]:
     for index, doc in enumerate(docs):
         digest = hashlib.sha256(f"{cfg.split_seed}:{index}:{doc[:64]}".encode()).digest()
         u = int.from_bytes(digest[:8], "big") / 2**64
-        name = "test" if u < cfg.test_fraction else "val" if u < cfg.test_fraction + cfg.val_fraction else "train"
+        name = (
+            "test"
+            if u < cfg.test_fraction
+            else "val"
+            if u < cfg.test_fraction + cfg.val_fraction
+            else "train"
+        )
         out[name].append(doc)
     return out
 
@@ -174,8 +186,10 @@ def prepare_documents(cfg: DataConfig) -> dict[str, list[str]]:
     splits = split_documents(docs, cfg)
     for name in SPLITS:
         if not splits[name]:
-            raise ConfigError(f"data: the {name} split is empty ({len(docs)} documents); "
-                              "use a larger corpus or larger val/test fractions")
+            raise ConfigError(
+                f"data: the {name} split is empty ({len(docs)} documents); "
+                "use a larger corpus or larger val/test fractions"
+            )
     return splits
 
 
@@ -225,11 +239,18 @@ def _build(data: DataConfig, tokenizer: TokenizerConfig, final: Path) -> None:
         for name in SPLITS:
             ids = encode(tok, splits[name])
             np.save(tmp / f"{name}.npy", ids)
-            counts[name] = {"documents": len(splits[name]), "tokens": int(ids.size),
-                            "chars": sum(len(d) for d in splits[name])}
+            counts[name] = {
+                "documents": len(splits[name]),
+                "tokens": int(ids.size),
+                "chars": sum(len(d) for d in splits[name]),
+            }
         np.save(tmp / "token_bytes.npy", token_byte_lengths(tok))
-        meta = {"vocab_size": tok.get_vocab_size(), "splits": counts,
-                "data": to_dict(data), "tokenizer": to_dict(tokenizer)}
+        meta = {
+            "vocab_size": tok.get_vocab_size(),
+            "splits": counts,
+            "data": to_dict(data),
+            "tokenizer": to_dict(tokenizer),
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         if final.exists():
             shutil.rmtree(final)
@@ -242,5 +263,9 @@ def _build(data: DataConfig, tokenizer: TokenizerConfig, final: Path) -> None:
 def _open(root: Path) -> TokenData:
     meta = json.loads((root / "meta.json").read_text())
     arrays = {name: np.load(root / f"{name}.npy", mmap_mode="r") for name in SPLITS}
-    return TokenData(root=root, token_bytes=np.load(root / "token_bytes.npy"),
-                     vocab_size=int(meta["vocab_size"]), **arrays)
+    return TokenData(
+        root=root,
+        token_bytes=np.load(root / "token_bytes.npy"),
+        vocab_size=int(meta["vocab_size"]),
+        **arrays,
+    )

@@ -54,17 +54,23 @@ class Constraints:
 
     def met_by(self, trial: optuna.trial.FrozenTrial) -> bool:
         cost = trial.user_attrs.get("cost", {})
-        return (_within(cost.get("n_params"), self.max_params)
-                and _within(cost.get("train_flops"), self.max_flops))
+        return _within(cost.get("n_params"), self.max_params) and _within(
+            cost.get("train_flops"), self.max_flops
+        )
 
     def describe(self) -> str:
-        parts = [f"n_params <= {self.max_params:g}" if self.max_params else "",
-                 f"train_flops <= {self.max_flops:g}" if self.max_flops else ""]
+        parts = [
+            f"n_params <= {self.max_params:g}" if self.max_params else "",
+            f"train_flops <= {self.max_flops:g}" if self.max_flops else "",
+        ]
         return " and ".join(p for p in parts if p) or "none"
 
     def as_dict(self) -> dict[str, float]:
-        return {k: v for k, v in (("max_params", self.max_params), ("max_flops", self.max_flops))
-                if v is not None}
+        return {
+            k: v
+            for k, v in (("max_params", self.max_params), ("max_flops", self.max_flops))
+            if v is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -98,8 +104,13 @@ def direction_for(study: optuna.Study, objective_metrics: list[str], metric: str
     return "maximize" if metric in MAXIMIZED else "minimize"
 
 
-def pick_trial(study: optuna.Study, objective_metrics: list[str], trial_number: int | None = None,
-               metric: str | None = None, constraints: Constraints = Constraints()) -> Pick:
+def pick_trial(
+    study: optuna.Study,
+    objective_metrics: list[str],
+    trial_number: int | None = None,
+    metric: str | None = None,
+    constraints: Constraints = Constraints(),
+) -> Pick:
     """The best complete trial by `metric` (default: the first objective) that meets the
     constraints, or exactly `trial_number`; ConfigError when there is none."""
     metric = metric or objective_metrics[0]
@@ -112,14 +123,17 @@ def pick_trial(study: optuna.Study, objective_metrics: list[str], trial_number: 
     else:
         candidates = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not candidates:
-            raise ConfigError(f"study {study.study_name!r} has no complete trials yet "
-                              f"({len(trials)} in all); run or resume it first")
+            raise ConfigError(
+                f"study {study.study_name!r} has no complete trials yet "
+                f"({len(trials)} in all); run or resume it first"
+            )
     fitting = [t for t in candidates if constraints.met_by(t)]
     if not fitting:
         what = f"trial {trial_number}" if trial_number is not None else "no complete trial"
         verb = "does not meet" if trial_number is not None else "meets"
-        raise ConfigError(f"study {study.study_name!r}: {what} {verb} the constraints "
-                          f"({constraints.describe()})")
+        raise ConfigError(
+            f"study {study.study_name!r}: {what} {verb} the constraints ({constraints.describe()})"
+        )
     scored = [(metric_of(t, metric), t) for t in fitting]
     scored = [(v, t) for v, t in scored if v is not None]
     if not scored:
@@ -129,8 +143,9 @@ def pick_trial(study: optuna.Study, objective_metrics: list[str], trial_number: 
     return Pick(best, trial_config(best), metric, direction, value)
 
 
-def _named_trial(study_name: str, trials: list[optuna.trial.FrozenTrial],
-                 number: int) -> optuna.trial.FrozenTrial:
+def _named_trial(
+    study_name: str, trials: list[optuna.trial.FrozenTrial], number: int
+) -> optuna.trial.FrozenTrial:
     by_number = {t.number: t for t in trials}
     if number not in by_number:
         known = f"trials 0..{len(trials) - 1}" if trials else "no trials"
@@ -138,8 +153,10 @@ def _named_trial(study_name: str, trials: list[optuna.trial.FrozenTrial],
     trial = by_number[number]
     if trial.state != optuna.trial.TrialState.COMPLETE:
         reason = trial.user_attrs.get("reason", "")
-        raise ConfigError(f"--trial {number}: the trial is {trial.state.name}, not COMPLETE"
-                          + (f" ({reason.splitlines()[0][:120]})" if reason else ""))
+        raise ConfigError(
+            f"--trial {number}: the trial is {trial.state.name}, not COMPLETE"
+            + (f" ({reason.splitlines()[0][:120]})" if reason else "")
+        )
     return trial
 
 
@@ -151,8 +168,9 @@ def trial_config(trial: optuna.trial.FrozenTrial) -> RunConfig:
     try:
         return from_dict(RunConfig, raw)
     except ConfigError as err:
-        raise ConfigError(f"trial {trial.number}: stored config is not valid here ({err})") \
-            from None
+        raise ConfigError(
+            f"trial {trial.number}: stored config is not valid here ({err})"
+        ) from None
 
 
 def tuner_version() -> str:
@@ -177,8 +195,9 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def provenance(pick: Pick, study_name: str, storage_url: str, tracking_uri: str,
-               constraints: Constraints) -> dict[str, Any]:
+def provenance(
+    pick: Pick, study_name: str, storage_url: str, tracking_uri: str, constraints: Constraints
+) -> dict[str, Any]:
     """Where the config came from; informational, ignored when the file is loaded."""
     trial = pick.trial
     cost = trial.user_attrs.get("cost", {})
@@ -203,9 +222,11 @@ def provenance(pick: Pick, study_name: str, storage_url: str, tracking_uri: str,
 
 def render(config: RunConfig, prov: dict[str, Any]) -> str:
     """The YAML text: a comment, the config, then the provenance block."""
-    head = (f"# tuner export: trial {prov['trial']} of study {prov['study']} "
-            f"({prov['metric']} {prov['value']:.6g}).\n"
-            "# Train the final model: tuner train THIS_FILE [--tokens N]\n")
+    head = (
+        f"# tuner export: trial {prov['trial']} of study {prov['study']} "
+        f"({prov['metric']} {prov['value']:.6g}).\n"
+        "# Train the final model: tuner train THIS_FILE [--tokens N]\n"
+    )
     body = yaml.safe_dump(config.to_dict(), sort_keys=False)
     tail = yaml.safe_dump({"provenance": prov}, sort_keys=False)
     return head + body + tail
@@ -239,9 +260,14 @@ def current_umask() -> int:
     return mask
 
 
-def export_best(name: str, output: str | Path = "best.yaml", trial: int | None = None,
-                metric: str | None = None, constraints: Constraints = Constraints(),
-                storage_url: str | None = None) -> tuple[Path, Pick]:
+def export_best(
+    name: str,
+    output: str | Path = "best.yaml",
+    trial: int | None = None,
+    metric: str | None = None,
+    constraints: Constraints = Constraints(),
+    storage_url: str | None = None,
+) -> tuple[Path, Pick]:
     """Pick a trial of study `name` and write its config; returns the file and the pick."""
     from tuner.study import load_study
 

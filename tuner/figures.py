@@ -17,9 +17,15 @@ from tuner.dashboards import COST_AXES, DashboardData, TrialPoint, _finite
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-METRIC_LABELS = {"val_perplexity": "validation perplexity", "val_bpb": "validation bits per byte",
-                 "val_loss": "validation loss (nats/token)", "val_accuracy": "validation accuracy",
-                 "train_loss": "training loss", "n_params": "parameters", **COST_AXES}
+METRIC_LABELS = {
+    "val_perplexity": "validation perplexity",
+    "val_bpb": "validation bits per byte",
+    "val_loss": "validation loss (nats/token)",
+    "val_accuracy": "validation accuracy",
+    "train_loss": "training loss",
+    "n_params": "parameters",
+    **COST_AXES,
+}
 WEBGL_ABOVE = 2000
 """Scatters with more points than this are drawn with WebGL (scattergl)."""
 
@@ -30,24 +36,45 @@ OUTCOME_STYLE = {  # colour, marker symbol, opacity
 }
 FRONT_COLOR = "#111111"
 FIGURES = (  # id, title, caption
-    ("params", "Perplexity against model size",
-     "Every complete trial; the line is the Pareto front (no trial is both smaller and better). "
-     "Pruned and diverged trials, trained for fewer tokens, are the grey and red crosses."),
-    ("cost", "Perplexity against cost",
-     "Choose the cost with the menu; the line is the Pareto front for that cost."),
-    ("history", "Optimisation history",
-     "The objective of each complete trial and the best so far, against trial number and "
-     "against the cost of all finished trials up to it (pruned and failed trials cost too)."),
-    ("curves", "Learning curves",
-     "Validation loss against tokens seen. Pruned (grey) and diverged (red) trials are dimmed, "
-     "with a cross where they stopped."),
-    ("importance", "Hyperparameter importance",
-     "How much each hyperparameter explains the objective (PED-ANOVA, optuna.importance)."),
-    ("parallel", "Parallel coordinates",
-     "One line per complete trial across the hyperparameters and the objective; drag on an "
-     "axis to filter."),
-    ("lr_batch", "Learning rate against batch size",
-     "Colour is the objective; batch sizes are spread a little sideways so points do not hide."),
+    (
+        "params",
+        "Perplexity against model size",
+        "Every complete trial; the line is the Pareto front (no trial is both smaller and better). "
+        "Pruned and diverged trials, trained for fewer tokens, are the grey and red crosses.",
+    ),
+    (
+        "cost",
+        "Perplexity against cost",
+        "Choose the cost with the menu; the line is the Pareto front for that cost.",
+    ),
+    (
+        "history",
+        "Optimisation history",
+        "The objective of each complete trial and the best so far, against trial number and "
+        "against the cost of all finished trials up to it (pruned and failed trials cost too).",
+    ),
+    (
+        "curves",
+        "Learning curves",
+        "Validation loss against tokens seen. Pruned (grey) and diverged (red) trials are dimmed, "
+        "with a cross where they stopped.",
+    ),
+    (
+        "importance",
+        "Hyperparameter importance",
+        "How much each hyperparameter explains the objective (PED-ANOVA, optuna.importance).",
+    ),
+    (
+        "parallel",
+        "Parallel coordinates",
+        "One line per complete trial across the hyperparameters and the objective; drag on an "
+        "axis to filter.",
+    ),
+    (
+        "lr_batch",
+        "Learning rate against batch size",
+        "Colour is the objective; batch sizes are spread a little sideways so points do not hide.",
+    ),
     ("top", "Top trials", "Best complete trials on the first objective, with their MLflow runs."),
 )
 
@@ -58,9 +85,16 @@ def figures(data: DashboardData) -> dict[str, go.Figure]:
     Points carry their trial number in `customdata`; the page fills in each trial's hover
     text from one shared table, so a 10,000-trial page holds that text once, not five times.
     """
-    draw = {"params": fig_params, "cost": fig_cost, "history": fig_history, "curves": fig_curves,
-            "importance": fig_importance, "parallel": fig_parallel, "lr_batch": fig_lr_batch,
-            "top": fig_top}
+    draw = {
+        "params": fig_params,
+        "cost": fig_cost,
+        "history": fig_history,
+        "curves": fig_curves,
+        "importance": fig_importance,
+        "parallel": fig_parallel,
+        "lr_batch": fig_lr_batch,
+        "top": fig_top,
+    }
     return {key: draw[key](data) for key, _, _ in FIGURES}
 
 
@@ -72,12 +106,19 @@ def _trial_hover(numbers: Sequence[int]) -> dict[str, Any]:
     """Trace arguments that show the full hover text of each point's trial."""
     import numpy as np
 
-    return {"customdata": np.array(numbers, dtype=np.int32), "meta": HOVER_META,
-            "hovertemplate": "%{text}<extra></extra>"}
+    return {
+        "customdata": np.array(numbers, dtype=np.int32),
+        "meta": HOVER_META,
+        "hovertemplate": "%{text}<extra></extra>",
+    }
 
 
-HOVER_METRICS = (("val_perplexity", "ppl"), ("val_bpb", "bpb"), ("val_loss", "loss"),
-                 ("val_accuracy", "acc"))
+HOVER_METRICS = (
+    ("val_perplexity", "ppl"),
+    ("val_bpb", "bpb"),
+    ("val_loss", "loss"),
+    ("val_accuracy", "acc"),
+)
 
 
 def hover_text(t: TrialPoint) -> str:
@@ -89,16 +130,24 @@ def hover_text(t: TrialPoint) -> str:
     lines = [head] + [", ".join(params[i : i + 3]) for i in range(0, len(params), 3)]
     shown = [(label, t.metric(key)) for key, label in HOVER_METRICS]
     lines.append(" · ".join(f"{label} {v:.4g}" for label, v in shown if v is not None))
-    cost = [(t.metric("n_params"), "{} params", _si), (t.metric("train_flops"), "{} FLOPs", _si),
-            (t.metric("wall_seconds"), "{} s", _fmt), (t.metric("price_usd"), "${}", _fmt)]
+    cost = [
+        (t.metric("n_params"), "{} params", _si),
+        (t.metric("train_flops"), "{} FLOPs", _si),
+        (t.metric("wall_seconds"), "{} s", _fmt),
+        (t.metric("price_usd"), "${}", _fmt),
+    ]
     lines.append(" · ".join(form.format(fn(v)) for v, form, fn in cost if v is not None))
     return "<br>".join(line for line in lines if line)
 
 
 def _base_layout(fig: go.Figure, **layout: Any) -> go.Figure:
-    defaults = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
-                "legend": {"orientation": "h", "y": -0.2}, "hoverlabel": {"align": "left"},
-                "height": 460}
+    defaults = {
+        "template": "plotly_white",
+        "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
+        "legend": {"orientation": "h", "y": -0.2},
+        "hoverlabel": {"align": "left"},
+        "height": 460,
+    }
     fig.update_layout(**(defaults | layout))
     return fig
 
@@ -125,8 +174,9 @@ def _xs(points: Sequence[TrialPoint], key: str) -> Any:
     return np.array([t.metric(key) or np.nan for t in points], dtype=float)
 
 
-def _trial_traces(data: DashboardData, x_key: str,
-                  groups: list[tuple[str, list[TrialPoint]]]) -> list:
+def _trial_traces(
+    data: DashboardData, x_key: str, groups: list[tuple[str, list[TrialPoint]]]
+) -> list:
     import numpy as np
 
     trace = _scatter(len(data.trials))
@@ -134,12 +184,17 @@ def _trial_traces(data: DashboardData, x_key: str,
     traces = []
     for key, pts in groups:
         color, symbol, opacity = OUTCOME_STYLE.get(key, (colours.get(key), "circle", 0.85))
-        traces.append(trace(
-            x=_xs(pts, x_key), y=np.array([t.metric(data.metric) for t in pts], dtype=float),
-            mode="markers", name=key if key not in OUTCOME_STYLE else f"{key} (partial)",
-            legendrank=2000 if key in OUTCOME_STYLE else 1000,
-            **_trial_hover([t.number for t in pts]),
-            marker={"size": 8, "symbol": symbol, "opacity": opacity, "color": color}))
+        traces.append(
+            trace(
+                x=_xs(pts, x_key),
+                y=np.array([t.metric(data.metric) for t in pts], dtype=float),
+                mode="markers",
+                name=key if key not in OUTCOME_STYLE else f"{key} (partial)",
+                legendrank=2000 if key in OUTCOME_STYLE else 1000,
+                **_trial_hover([t.number for t in pts]),
+                marker={"size": 8, "symbol": symbol, "opacity": opacity, "color": color},
+            )
+        )
     return traces
 
 
@@ -149,11 +204,17 @@ def _front_trace(data: DashboardData, x_key: str, visible: bool = True) -> Any:
     trials = data.by_number()
     numbers = data.fronts.get(x_key, [])
     pts = [trials[n] for n in numbers]
-    return go.Scatter(x=[t.metric(x_key) for t in pts], y=[t.metric(data.metric) for t in pts],
-                      mode="lines+markers", line={"shape": "hv", "color": FRONT_COLOR, "width": 2},
-                      marker={"size": 11, "symbol": "circle-open", "color": FRONT_COLOR},
-                      name="Pareto front", visible=visible, legendrank=3000,
-                      **_trial_hover(numbers))
+    return go.Scatter(
+        x=[t.metric(x_key) for t in pts],
+        y=[t.metric(data.metric) for t in pts],
+        mode="lines+markers",
+        line={"shape": "hv", "color": FRONT_COLOR, "width": 2},
+        marker={"size": 11, "symbol": "circle-open", "color": FRONT_COLOR},
+        name="Pareto front",
+        visible=visible,
+        legendrank=3000,
+        **_trial_hover(numbers),
+    )
 
 
 def fig_params(data: DashboardData) -> go.Figure:
@@ -180,21 +241,39 @@ def fig_cost(data: DashboardData) -> go.Figure:
         xs = [_xs(pts, key) for _, pts in groups] + [f.x for f in fronts]
         visible = [True] * len(points) + [k == key for k in data.cost_keys]
         layout = {"xaxis.title.text": COST_AXES[key]}
-        buttons.append({"label": COST_AXES[key], "method": "update",
-                        "args": [{"x": xs, "visible": visible}, layout]})
-    return _base_layout(fig, xaxis={"type": "log", "title": COST_AXES[first]}, yaxis=_y_axis(data),
-                        updatemenus=[_menu(buttons)])
+        buttons.append(
+            {
+                "label": COST_AXES[key],
+                "method": "update",
+                "args": [{"x": xs, "visible": visible}, layout],
+            }
+        )
+    return _base_layout(
+        fig,
+        xaxis={"type": "log", "title": COST_AXES[first]},
+        yaxis=_y_axis(data),
+        updatemenus=[_menu(buttons)],
+    )
 
 
 def _y_axis(data: DashboardData) -> dict[str, Any]:
     """Perplexity on a log axis: equal steps of loss look equal."""
-    return {"title": METRIC_LABELS[data.metric],
-            "type": "log" if data.metric == "val_perplexity" else "linear"}
+    return {
+        "title": METRIC_LABELS[data.metric],
+        "type": "log" if data.metric == "val_perplexity" else "linear",
+    }
 
 
 def _menu(buttons: list[dict]) -> dict:
-    return {"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.14,
-            "yanchor": "top", "showactive": True}
+    return {
+        "buttons": buttons,
+        "direction": "down",
+        "x": 0.0,
+        "xanchor": "left",
+        "y": 1.14,
+        "yanchor": "top",
+        "showactive": True,
+    }
 
 
 def fig_history(data: DashboardData) -> go.Figure:
@@ -206,8 +285,11 @@ def fig_history(data: DashboardData) -> go.Figure:
     cost_key = data.cost_keys[0] if data.cost_keys else None
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04)
     scatter = _scatter(len(h.numbers))
-    point = {"mode": "markers", "marker": {"size": 7, "color": "#1f77b4", "opacity": 0.7},
-             **_trial_hover(h.numbers)}
+    point = {
+        "mode": "markers",
+        "marker": {"size": 7, "color": "#1f77b4", "opacity": 0.7},
+        **_trial_hover(h.numbers),
+    }
     best = {"mode": "lines", "line": {"shape": "hv", "color": "#ff7f0e", "width": 2}}
     numbers = np.array(h.numbers)
     values, best_y = np.array(h.values, dtype=float), np.array(h.best, dtype=float)
@@ -217,10 +299,18 @@ def fig_history(data: DashboardData) -> go.Figure:
         xs = np.array(h.cumulative[cost_key], dtype=float)
         fig.add_trace(scatter(x=xs, y=values, showlegend=False, **point), row=1, col=2)
         fig.add_trace(scatter(x=xs, y=best_y, showlegend=False, **best), row=1, col=2)
-        buttons = [{"label": f"cumulative {COST_AXES[k]}", "method": "update",
-                    "args": [{"x": [np.array(h.cumulative[k], dtype=float)] * 2},
-                             {"xaxis2.title.text": f"cumulative {COST_AXES[k]}"}, [2, 3]]}
-                   for k in data.cost_keys]
+        buttons = [
+            {
+                "label": f"cumulative {COST_AXES[k]}",
+                "method": "update",
+                "args": [
+                    {"x": [np.array(h.cumulative[k], dtype=float)] * 2},
+                    {"xaxis2.title.text": f"cumulative {COST_AXES[k]}"},
+                    [2, 3],
+                ],
+            }
+            for k in data.cost_keys
+        ]
         fig.update_layout(updatemenus=[_menu(buttons) | {"x": 1.0, "xanchor": "right"}])
     fig.update_xaxes(title_text="trial number", row=1, col=1)
     fig.update_xaxes(title_text=f"cumulative {COST_AXES.get(cost_key, 'cost')}", row=1, col=2)
@@ -243,28 +333,55 @@ def fig_curves(data: DashboardData) -> go.Figure:
             continue
         color, _, opacity = OUTCOME_STYLE.get(key, (colours.get(key), "", 0.55))
         xs, ys, text = _joined(lines)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=key, text=text,
-                                 hovertemplate="%{text}<extra></extra>", opacity=opacity,
-                                 line={"color": color, "width": 1.2,
-                                       "dash": "dot" if key in OUTCOME_STYLE else "solid"}))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                name=key,
+                text=text,
+                hovertemplate="%{text}<extra></extra>",
+                opacity=opacity,
+                line={
+                    "color": color,
+                    "width": 1.2,
+                    "dash": "dot" if key in OUTCOME_STYLE else "solid",
+                },
+            )
+        )
     for key in ("pruned", "diverged", "failed"):
         ends = [t for t in chosen if t.outcome == key]
         if ends:
             color, symbol, _ = OUTCOME_STYLE[key]
-            fig.add_trace(go.Scatter(
-                x=[t.curve[-1][0] for t in ends], y=[t.curve[-1][1] for t in ends], mode="markers",
-                name=f"{key} here", **_trial_hover([t.number for t in ends]),
-                marker={"symbol": symbol, "size": 10, "color": color, "line": {"width": 1}}))
+            fig.add_trace(
+                go.Scatter(
+                    x=[t.curve[-1][0] for t in ends],
+                    y=[t.curve[-1][1] for t in ends],
+                    mode="markers",
+                    name=f"{key} here",
+                    **_trial_hover([t.number for t in ends]),
+                    marker={"symbol": symbol, "size": 10, "color": color, "line": {"width": 1}},
+                )
+            )
     if ranked_best is not None and trials[ranked_best].curve:
         best = trials[ranked_best]
-        fig.add_trace(go.Scatter(x=[p[0] for p in best.curve], y=[p[1] for p in best.curve],
-                                 mode="lines+markers", name=f"best (trial {best.number})",
-                                 **_trial_hover([best.number] * len(best.curve)),
-                                 line={"color": FRONT_COLOR, "width": 3}))
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in best.curve],
+                y=[p[1] for p in best.curve],
+                mode="lines+markers",
+                name=f"best (trial {best.number})",
+                **_trial_hover([best.number] * len(best.curve)),
+                line={"color": FRONT_COLOR, "width": 3},
+            )
+        )
     shown = f"{len(chosen)} of {sum(bool(t.curve) for t in data.trials)} curves"
-    return _base_layout(fig, xaxis={"title": "tokens seen"},
-                        yaxis={"title": "validation loss (nats/token)"},
-                        title={"text": shown, "font": {"size": 12}, "x": 0.99, "xanchor": "right"})
+    return _base_layout(
+        fig,
+        xaxis={"title": "tokens seen"},
+        yaxis={"title": "validation loss (nats/token)"},
+        title={"text": shown, "font": {"size": 12}, "x": 0.99, "xanchor": "right"},
+    )
 
 
 _PALETTE = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#e377c2", "#bcbd22", "#8c564b"]
@@ -301,11 +418,22 @@ def fig_importance(data: DashboardData) -> go.Figure:
     if not data.importance:
         return _message(data.importance_note)
     items = sorted(data.importance.items(), key=lambda kv: kv[1])
-    fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h",
-                           text=[f"{v:.2f}" for _, v in items], textposition="auto",
-                           hovertemplate="%{y}: %{x:.3f}<extra></extra>", marker_color="#1f77b4"))
-    return _base_layout(fig, xaxis={"title": f"importance for {data.objectives[0][0]}",
-                                    "range": [0, 1]}, height=max(260, 60 + 40 * len(items)))
+    fig = go.Figure(
+        go.Bar(
+            x=[v for _, v in items],
+            y=[k for k, _ in items],
+            orientation="h",
+            text=[f"{v:.2f}" for _, v in items],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+            marker_color="#1f77b4",
+        )
+    )
+    return _base_layout(
+        fig,
+        xaxis={"title": f"importance for {data.objectives[0][0]}", "range": [0, 1]},
+        height=max(260, 60 + 40 * len(items)),
+    )
 
 
 def fig_parallel(data: DashboardData) -> go.Figure:
@@ -314,15 +442,24 @@ def fig_parallel(data: DashboardData) -> go.Figure:
 
     pts = [t for t in data.complete if t.values and _finite(t.values[0])]
     names = [n for n in data.param_names if any(n in t.params for t in pts)]
-    dims = [_dimension(n, [t.params.get(n) for t in pts], data.param_scales.get(n, "linear"))
-            for n in names]
+    dims = [
+        _dimension(n, [t.params.get(n) for t in pts], data.param_scales.get(n, "linear"))
+        for n in names
+    ]
     metric, direction = data.objectives[0]
     values = np.array([t.values[0] for t in pts], dtype=float)
     dims.append({"label": metric, "values": values, "tickformat": ".4~g"})
-    line = {"color": values, "colorscale": "Viridis", "reversescale": direction == "minimize",
-            "showscale": True, "colorbar": {"title": {"text": metric}}}
-    return _base_layout(go.Figure(go.Parcoords(line=line, dimensions=dims)),
-                        margin={"l": 70, "r": 40, "t": 70, "b": 30})
+    line = {
+        "color": values,
+        "colorscale": "Viridis",
+        "reversescale": direction == "minimize",
+        "showscale": True,
+        "colorbar": {"title": {"text": metric}},
+    }
+    return _base_layout(
+        go.Figure(go.Parcoords(line=line, dimensions=dims)),
+        margin={"l": 70, "r": 40, "t": 70, "b": 30},
+    )
 
 
 def _dimension(name: str, values: list[Any], scale: str) -> dict[str, Any]:
@@ -334,15 +471,24 @@ def _dimension(name: str, values: list[Any], scale: str) -> dict[str, Any]:
     if numeric and scale == "log" and min(present) > 0:
         low, high = math.log10(min(present)), math.log10(max(present))
         ticks = list(np.linspace(low, high, 5)) if high > low else [low]
-        return {"label": f"{name} (log)", "values": np.log10(np.array(values, dtype=float)),
-                "tickvals": ticks, "ticktext": [f"{10 ** k:.2g}" for k in ticks]}
+        return {
+            "label": f"{name} (log)",
+            "values": np.log10(np.array(values, dtype=float)),
+            "tickvals": ticks,
+            "ticktext": [f"{10**k:.2g}" for k in ticks],
+        }
     if numeric and scale != "categorical":
         return {"label": name, "values": np.array(values, dtype=float), "tickformat": ".3~g"}
     choices = sorted(set(map(_fmt, present)), key=_natural)
     index = {c: i for i, c in enumerate(choices)}
     codes = np.array([index.get(_fmt(v), np.nan) for v in values], dtype=float)
-    return {"label": name, "values": codes, "tickvals": list(range(len(choices))),
-            "ticktext": choices, "range": [-0.2, max(len(choices) - 0.8, 0.2)]}
+    return {
+        "label": name,
+        "values": codes,
+        "tickvals": list(range(len(choices))),
+        "ticktext": choices,
+        "range": [-0.2, max(len(choices) - 0.8, 0.2)],
+    }
 
 
 def _natural(text: str) -> tuple:
@@ -365,21 +511,40 @@ def fig_lr_batch(data: DashboardData) -> go.Figure:
     def jitter(ts: list[TrialPoint]) -> Any:  # deterministic spread of +-7% around the batch size
         return np.array([t.batch_size * 2 ** (0.1 * math.sin(t.number * 12.9898)) for t in ts])
 
-    traces = [scatter(x=jitter(done), y=np.array([t.learning_rate for t in done]), mode="markers",
-                      name="complete", **_trial_hover([t.number for t in done]),
-                      marker={"size": 9, "color": np.array([t.values[0] for t in done]),
-                              "colorscale": "Viridis", "reversescale": direction == "minimize",
-                              "showscale": True, "colorbar": {"title": {"text": metric}}})]
+    traces = [
+        scatter(
+            x=jitter(done),
+            y=np.array([t.learning_rate for t in done]),
+            mode="markers",
+            name="complete",
+            **_trial_hover([t.number for t in done]),
+            marker={
+                "size": 9,
+                "color": np.array([t.values[0] for t in done]),
+                "colorscale": "Viridis",
+                "reversescale": direction == "minimize",
+                "showscale": True,
+                "colorbar": {"title": {"text": metric}},
+            },
+        )
+    ]
     if stopped:
-        traces.append(scatter(x=jitter(stopped), y=np.array([t.learning_rate for t in stopped]),
-                              mode="markers", name="pruned / diverged / failed",
-                              **_trial_hover([t.number for t in stopped]),
-                              marker={"size": 7, "symbol": "x", "color": "#8c8c8c",
-                                      "opacity": 0.6}))
+        traces.append(
+            scatter(
+                x=jitter(stopped),
+                y=np.array([t.learning_rate for t in stopped]),
+                mode="markers",
+                name="pruned / diverged / failed",
+                **_trial_hover([t.number for t in stopped]),
+                marker={"size": 7, "symbol": "x", "color": "#8c8c8c", "opacity": 0.6},
+            )
+        )
     sizes = sorted({t.batch_size for t in pts})
-    return _base_layout(go.Figure(traces),
-                        xaxis={"type": "log", "title": "batch size", "tickvals": sizes[:30]},
-                        yaxis={"type": "log", "title": "learning rate"})
+    return _base_layout(
+        go.Figure(traces),
+        xaxis={"type": "log", "title": "batch size", "tickvals": sizes[:30]},
+        yaxis={"type": "log", "title": "learning rate"},
+    )
 
 
 def fig_top(data: DashboardData) -> go.Figure:
@@ -387,26 +552,50 @@ def fig_top(data: DashboardData) -> go.Figure:
 
     trials = data.by_number()
     rows = [trials[n] for n in data.top]
-    metrics = [m for m, _ in data.objectives] + [m for m in ("val_perplexity", "val_bpb",
-               "val_accuracy") if m not in dict(data.objectives)]
-    head = ["rank", "trial", *data.param_names, *(TABLE_LABELS.get(m, m) for m in metrics),
-            "params", "FLOPs", "wall s", "MLflow run"]
+    metrics = [m for m, _ in data.objectives] + [
+        m for m in ("val_perplexity", "val_bpb", "val_accuracy") if m not in dict(data.objectives)
+    ]
+    head = [
+        "rank",
+        "trial",
+        *data.param_names,
+        *(TABLE_LABELS.get(m, m) for m in metrics),
+        "params",
+        "FLOPs",
+        "wall s",
+        "MLflow run",
+    ]
     cols = [list(range(1, len(rows) + 1)), [t.number for t in rows]]
     cols += [[html.escape(_fmt(t.params.get(n))) for t in rows] for n in data.param_names]
     cols += [[_fmt(t.metric(m)) for t in rows] for m in metrics]
-    cols += [[_si(t.metric("n_params")) for t in rows],
-             [_si(t.metric("train_flops")) for t in rows],
-             [_fmt(t.metric("wall_seconds")) for t in rows], [t.run_id or "-" for t in rows]]
-    table = go.Table(header={"values": [f"<b>{h.replace('_', '<br>')}</b>" for h in head],
-                             "fill_color": "#eef1f5", "align": "left", "height": 40},
-                     cells={"values": cols, "align": "left", "height": 24},
-                     columnwidth=[0.5, 0.5] + [1] * (len(head) - 3) + [3.6])
-    return _base_layout(go.Figure(table), height=120 + 26 * len(rows),
-                        margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    cols += [
+        [_si(t.metric("n_params")) for t in rows],
+        [_si(t.metric("train_flops")) for t in rows],
+        [_fmt(t.metric("wall_seconds")) for t in rows],
+        [t.run_id or "-" for t in rows],
+    ]
+    table = go.Table(
+        header={
+            "values": [f"<b>{h.replace('_', '<br>')}</b>" for h in head],
+            "fill_color": "#eef1f5",
+            "align": "left",
+            "height": 40,
+        },
+        cells={"values": cols, "align": "left", "height": 24},
+        columnwidth=[0.5, 0.5] + [1] * (len(head) - 3) + [3.6],
+    )
+    return _base_layout(
+        go.Figure(table), height=120 + 26 * len(rows), margin={"l": 10, "r": 10, "t": 10, "b": 10}
+    )
 
 
-TABLE_LABELS = {"val_perplexity": "ppl", "val_bpb": "bpb", "val_accuracy": "acc",
-                "val_loss": "val loss", "train_loss": "train loss"}
+TABLE_LABELS = {
+    "val_perplexity": "ppl",
+    "val_bpb": "bpb",
+    "val_accuracy": "acc",
+    "val_loss": "val loss",
+    "train_loss": "train loss",
+}
 
 
 def _message(text: str) -> go.Figure:
@@ -414,8 +603,15 @@ def _message(text: str) -> go.Figure:
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    fig.add_annotation(text=html.escape(text), showarrow=False, x=0.5, y=0.5, xref="paper",
-                       yref="paper", font={"size": 15, "color": "#555"})
+    fig.add_annotation(
+        text=html.escape(text),
+        showarrow=False,
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        font={"size": 15, "color": "#555"},
+    )
     return _base_layout(fig, height=260, xaxis={"visible": False}, yaxis={"visible": False})
 
 
@@ -456,14 +652,17 @@ def render_html(data: DashboardData, figs: dict[str, go.Figure] | None = None) -
             f'<section id="{key}"><h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p>'
             f'<div id="fig-{key}" class="plotly-graph-div" style="height:{height}px;width:100%">'
             f'</div><script type="application/json" class="figure" data-div="fig-{key}">'
-            f"{_script_json(figs[key].to_json(validate=False))}</script></section>")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>tuner · {html.escape(data.study)}</title><style>{_CSS}</style>"
-            f"<script>{get_plotlyjs()}</script></head><body>{_header(data)}\n"
-            + "\n".join(sections)
-            + '\n<script type="application/json" id="trial-hover">'
-            f"{_script_json(json.dumps(hover))}</script>\n<script>{_DRAW_JS}</script>"
-            "</body></html>\n")
+            f"{_script_json(figs[key].to_json(validate=False))}</script></section>"
+        )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>tuner · {html.escape(data.study)}</title><style>{_CSS}</style>"
+        f"<script>{get_plotlyjs()}</script></head><body>{_header(data)}\n"
+        + "\n".join(sections)
+        + '\n<script type="application/json" id="trial-hover">'
+        f"{_script_json(json.dumps(hover))}</script>\n<script>{_DRAW_JS}</script>"
+        "</body></html>\n"
+    )
 
 
 def _script_json(text: str) -> str:
@@ -491,10 +690,12 @@ for (const node of document.querySelectorAll("script.figure")) {
 """.replace("HOVER_META", HOVER_META)
 
 
-_CSS = ("body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:16px;"
-        "color:#222}h1{margin:0 0 4px}h2{margin:28px 0 2px;font-size:1.15em}"
-        "section p{margin:0 0 6px;color:#555;font-size:.9em}.meta{color:#555;font-size:.9em}"
-        "code{background:#f3f3f3;padding:1px 4px;border-radius:3px}")
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:16px;"
+    "color:#222}h1{margin:0 0 4px}h2{margin:28px 0 2px;font-size:1.15em}"
+    "section p{margin:0 0 6px;color:#555;font-size:.9em}.meta{color:#555;font-size:.9em}"
+    "code{background:#f3f3f3;padding:1px 4px;border-radius:3px}"
+)
 
 
 def _header(data: DashboardData) -> str:
@@ -503,15 +704,19 @@ def _header(data: DashboardData) -> str:
     best = ""
     if data.top:
         t = data.by_number()[data.top[0]]
-        best = (f"<br>best: trial {t.number}, {data.objectives[0][0]} {t.values[0]:.4g}"
-                f" (MLflow run <code>{html.escape(t.run_id or '-')}</code>)")
-    return (f"<h1>study {html.escape(data.study)}</h1><div class=\"meta\">space "
-            f"<code>{html.escape(data.space)}</code> · {html.escape(data.sampler)} sampler · "
-            f"{html.escape(data.pruner)} pruner · objective {html.escape(objective)}<br>"
-            f"trials: {html.escape(counts)}{best}<br>MLflow: experiment "
-            f"<code>{html.escape(data.experiment_id)}</code>, study run "
-            f"<code>{html.escape(data.parent_run_id)}</code> (browse with <code>tuner ui</code>)"
-            f" · drawn {data.generated}</div>")
+        best = (
+            f"<br>best: trial {t.number}, {data.objectives[0][0]} {t.values[0]:.4g}"
+            f" (MLflow run <code>{html.escape(t.run_id or '-')}</code>)"
+        )
+    return (
+        f'<h1>study {html.escape(data.study)}</h1><div class="meta">space '
+        f"<code>{html.escape(data.space)}</code> · {html.escape(data.sampler)} sampler · "
+        f"{html.escape(data.pruner)} pruner · objective {html.escape(objective)}<br>"
+        f"trials: {html.escape(counts)}{best}<br>MLflow: experiment "
+        f"<code>{html.escape(data.experiment_id)}</code>, study run "
+        f"<code>{html.escape(data.parent_run_id)}</code> (browse with <code>tuner ui</code>)"
+        f" · drawn {data.generated}</div>"
+    )
 
 
 # ================================================================ public API

@@ -77,16 +77,23 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
     return prov if isinstance(prov, dict) else {}
 
 
-def final_config(path: str | Path, tokens: float | None = None, flops: float | None = None,
-                 overrides: list[str] | None = None, saved: SavedModel | None = None) -> RunConfig:
+def final_config(
+    path: str | Path,
+    tokens: float | None = None,
+    flops: float | None = None,
+    overrides: list[str] | None = None,
+    saved: SavedModel | None = None,
+) -> RunConfig:
     """The config as written, `--set` applied and validated like a study's, budget scaled."""
     config = load_run_config(path)
     parsed = parse_overrides(overrides)
     if saved is not None:
         fixed = [p for p, _ in parsed if p.split(".")[0] in ("model", "tokenizer")]
         if fixed:
-            raise ConfigError(f"--set {fixed[0]}: with --init-from the model and tokenizer come "
-                              f"from {saved.path} and cannot be changed")
+            raise ConfigError(
+                f"--set {fixed[0]}: with --init-from the model and tokenizer come "
+                f"from {saved.path} and cannot be changed"
+            )
     config = apply_overrides(config, parsed)
     if tokens is not None and flops is not None:
         raise ConfigError("--tokens and --flops: give one budget, not both")
@@ -95,8 +102,11 @@ def final_config(path: str | Path, tokens: float | None = None, flops: float | N
     if flops is not None:
         config = config.replace("train.flops", float(flops))
     if saved is not None:
-        config = dataclasses.replace(config, model=saved.model_config, tokenizer=TokenizerConfig(
-            kind="pretrained", name=str(saved.path.resolve())))
+        config = dataclasses.replace(
+            config,
+            model=saved.model_config,
+            tokenizer=TokenizerConfig(kind="pretrained", name=str(saved.path.resolve())),
+        )
     return from_dict(RunConfig, config.to_dict())  # validate the whole once more
 
 
@@ -144,12 +154,26 @@ def _autocast(config: RunConfig, device: torch.device) -> Callable[[], Any]:
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
 
 
-def score(model: nn.Module, tokens: np.ndarray, data: TokenData, config: RunConfig,
-          n_tokens: int, prefix: str) -> dict[str, float]:
+def score(
+    model: nn.Module,
+    tokens: np.ndarray,
+    data: TokenData,
+    config: RunConfig,
+    n_tokens: int,
+    prefix: str,
+) -> dict[str, float]:
     """`evaluate` on `tokens`, metric names starting with `prefix` (test_, init_val_)."""
     device = next(model.parameters()).device
-    metrics = evaluate(model, tokens, data.token_bytes, config.train.seq_len, n_tokens,
-                       config.train.eval_batch_size, device, _autocast(config, device))
+    metrics = evaluate(
+        model,
+        tokens,
+        data.token_bytes,
+        config.train.seq_len,
+        n_tokens,
+        config.train.eval_batch_size,
+        device,
+        _autocast(config, device),
+    )
     metrics = {prefix + k.removeprefix("val_"): v for k, v in metrics.items()}
     metrics[prefix + "tokens"] = float(min(n_tokens, len(tokens) - 1))
     return metrics
@@ -165,8 +189,14 @@ class FinalRun:
     progress callback), so a config that `train_run` rejects leaves no run and no experiment.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, study: str | None, config: RunConfig,
-                 tags: dict[str, str]):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        study: str | None,
+        config: RunConfig,
+        tags: dict[str, str],
+    ):
         self.uri = tracking_uri
         self.experiment = experiment
         self.study = study
@@ -187,10 +217,14 @@ class FinalRun:
             client.set_experiment_tag(self.experiment_id, "tuner.study", self.study)
         elif "tuner.study" in client.get_experiment(self.experiment_id).tags:
             client.delete_experiment_tag(self.experiment_id, "tuner.study")
-        tags = {"tuner.kind": "final", **({"tuner.study": self.study} if self.study else {}),
-                **self.tags}
-        run = client.create_run(self.experiment_id, run_name=f"final-{self.config.model.arch}",
-                                tags=tags)
+        tags = {
+            "tuner.kind": "final",
+            **({"tuner.study": self.study} if self.study else {}),
+            **self.tags,
+        }
+        run = client.create_run(
+            self.experiment_id, run_name=f"final-{self.config.model.arch}", tags=tags
+        )
         self.run_id = run.info.run_id
         self.tracker._log_params(self.run_id, self.config.flat())
         client.log_text(self.run_id, self.config.to_yaml(), "config.yaml")
@@ -207,18 +241,21 @@ class FinalRun:
 
         self.start()
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)]
+        metrics = [
+            Metric(k, float(v), now, step)
+            for k, v in values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
         self.tracker.client.log_batch(self.run_id, metrics=metrics)
 
-    def log_model(self, folder: Path, registered_name: str, arch: str,
-                  tags: dict[str, str]) -> str:
+    def log_model(self, folder: Path, registered_name: str, arch: str, tags: dict[str, str]) -> str:
         """Log the folder as an MLflow LoggedModel of this run and register a new version."""
         from mlflow.entities import LoggedModelOutput
 
         client = self.tracker.client
-        model = client.create_logged_model(self.experiment_id, name="model",
-                                           source_run_id=self.run_id, model_type=arch, tags=tags)
+        model = client.create_logged_model(
+            self.experiment_id, name="model", source_run_id=self.run_id, model_type=arch, tags=tags
+        )
         client.log_model_artifacts(model.model_id, str(folder))
         client.finalize_logged_model(model.model_id, "READY")
         client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, 0)])
@@ -226,8 +263,12 @@ class FinalRun:
         # source is the artifact location: a models:/ URI makes the store resolve it through
         # MLflow's global tracking URI, not this client's
         version = client.create_model_version(
-            registered_name, source=model.artifact_location, run_id=self.run_id,
-            model_id=model.model_id, tags=tags)
+            registered_name,
+            source=model.artifact_location,
+            run_id=self.run_id,
+            model_id=model.model_id,
+            tags=tags,
+        )
         return str(version.version)
 
     def _ensure_registered(self, name: str, tags: dict[str, str]) -> None:
@@ -238,8 +279,9 @@ class FinalRun:
             client.get_registered_model(name)
         except MlflowException:
             try:
-                client.create_registered_model(name, tags=tags,
-                                               description="Final models trained by `tuner train`.")
+                client.create_registered_model(
+                    name, tags=tags, description="Final models trained by `tuner train`."
+                )
             except MlflowException:  # another process created it meanwhile
                 client.get_registered_model(name)
 
@@ -251,12 +293,18 @@ class FinalRun:
 # ---------------------------------------------------------------- the command
 
 
-def train_final(config_path: str | Path, tokens: str | float | None = None,
-                flops: str | float | None = None, out: str | Path | None = None,
-                overrides: list[str] | None = None, init_from: str | Path | None = None,
-                tracking_uri: str | None = None, experiment: str | None = None,
-                registered_name: str | None = None,
-                on_progress: Callable[[int, int], None] | None = None) -> FinalResult:
+def train_final(
+    config_path: str | Path,
+    tokens: str | float | None = None,
+    flops: str | float | None = None,
+    out: str | Path | None = None,
+    overrides: list[str] | None = None,
+    init_from: str | Path | None = None,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    registered_name: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> FinalResult:
     """Train, test, save and register the final model of `config_path`.
 
     Everything the user gave is checked before training starts and before anything is written
@@ -265,8 +313,13 @@ def train_final(config_path: str | Path, tokens: str | float | None = None,
     """
     saved = load_saved(init_from) if init_from is not None else None
     prov = read_provenance(config_path)
-    config = final_config(config_path, parse_amount(tokens, "--tokens"),
-                          parse_amount(flops, "--flops"), overrides, saved)
+    config = final_config(
+        config_path,
+        parse_amount(tokens, "--tokens"),
+        parse_amount(flops, "--flops"),
+        overrides,
+        saved,
+    )
     label = run_label(config_path, prov)
     out_dir = check_out_dir(out, label)
     study = str(prov["study"]) if prov.get("study") else None
@@ -282,8 +335,9 @@ def train_final(config_path: str | Path, tokens: str | float | None = None,
     tags = _run_tags(prov, saved, out_dir)
     run = FinalRun(uri, experiment, study, config, tags)
     try:
-        result = _train_and_save(config, data, saved, run, out_dir, prov, registered_name,
-                                 on_progress)
+        result = _train_and_save(
+            config, data, saved, run, out_dir, prov, registered_name, on_progress
+        )
     except BaseException as err:
         run.end("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
@@ -302,9 +356,16 @@ def _run_tags(prov: dict[str, Any], saved: SavedModel | None, out_dir: Path) -> 
     return tags
 
 
-def _train_and_save(config: RunConfig, data: TokenData, saved: SavedModel | None, run: FinalRun,
-                    out_dir: Path, prov: dict[str, Any], registered_name: str,
-                    on_progress: Callable[[int, int], None] | None) -> FinalResult:
+def _train_and_save(
+    config: RunConfig,
+    data: TokenData,
+    saved: SavedModel | None,
+    run: FinalRun,
+    out_dir: Path,
+    prov: dict[str, Any],
+    registered_name: str,
+    on_progress: Callable[[int, int], None] | None,
+) -> FinalResult:
     init_val: dict[str, float] = {}
     init_model = None
     if saved is not None:
@@ -317,29 +378,48 @@ def _train_and_save(config: RunConfig, data: TokenData, saved: SavedModel | None
         if on_progress:
             on_progress(tokens, total)
 
-    result = train_run(config, data, on_milestone=run.log_milestone, on_progress=progress,
-                       init_model=init_model)
+    result = train_run(
+        config, data, on_milestone=run.log_milestone, on_progress=progress, init_model=init_model
+    )
     run.start()
     if result.status != "complete":
-        raise ConfigError(f"training stopped: {result.reason or result.status}; "
-                          "try a lower optim.lr or a larger train.tokens")
+        raise ConfigError(
+            f"training stopped: {result.reason or result.status}; "
+            "try a lower optim.lr or a larger train.tokens"
+        )
     test = score(result.model, data.test, data, config, TEST_TOKENS_MAX, "test_")
     figures = {k: result.cost[k] for k in COST_KEYS if k in result.cost}
     run.log_metrics(test | figures, step=int(result.cost["tokens_seen"]))
     metrics = {"val": result.metrics, "test": test, "init_val": init_val, "cost": result.cost}
-    folder_prov = {**({"source": prov} if prov else {}), "mlflow_run_id": run.run_id,
-                   "registered_model": registered_name,
-                   "init_from": str(saved.path.resolve()) if saved is not None else None,
-                   "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                   "tuner_version": tuner_version()}
+    folder_prov = {
+        **({"source": prov} if prov else {}),
+        "mlflow_run_id": run.run_id,
+        "registered_model": registered_name,
+        "init_from": str(saved.path.resolve()) if saved is not None else None,
+        "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tuner_version": tuner_version(),
+    }
     write_model_dir(out_dir, result.model, data.tokenizer_path, config, folder_prov, metrics)
-    model_tags = {"tuner.arch": config.model.arch, "tuner.run_id": run.run_id,
-                  "test_perplexity": f"{test['test_perplexity']:.6g}"}
+    model_tags = {
+        "tuner.arch": config.model.arch,
+        "tuner.run_id": run.run_id,
+        "test_perplexity": f"{test['test_perplexity']:.6g}",
+    }
     if prov.get("study"):
         model_tags["tuner.study"] = str(prov["study"])
     version = _register(run, out_dir, registered_name, config.model.arch, model_tags)
-    return FinalResult(out_dir, config, result.metrics, test, result.cost, run.run_id,
-                       run.experiment, registered_name, version, init_val)
+    return FinalResult(
+        out_dir,
+        config,
+        result.metrics,
+        test,
+        result.cost,
+        run.run_id,
+        run.experiment,
+        registered_name,
+        version,
+        init_val,
+    )
 
 
 def _register(run: FinalRun, out_dir: Path, name: str, arch: str, tags: dict[str, str]) -> str:
@@ -349,12 +429,20 @@ def _register(run: FinalRun, out_dir: Path, name: str, arch: str, tags: dict[str
     try:
         return run.log_model(out_dir, name, arch, tags)
     except MlflowException as err:
-        raise ConfigError(f"the model is saved in {out_dir}, but logging it to MLflow failed: "
-                          f"{str(err).splitlines()[0][:300]}") from None
+        raise ConfigError(
+            f"the model is saved in {out_dir}, but logging it to MLflow failed: "
+            f"{str(err).splitlines()[0][:300]}"
+        ) from None
 
 
-def write_model_dir(out_dir: Path, model: nn.Module, tokenizer_file: Path, config: RunConfig,
-                    prov: dict[str, Any], metrics: dict[str, Any]) -> None:
+def write_model_dir(
+    out_dir: Path,
+    model: nn.Module,
+    tokenizer_file: Path,
+    config: RunConfig,
+    prov: dict[str, Any],
+    metrics: dict[str, Any],
+) -> None:
     """Save into a hidden sibling folder, then rename it to `out_dir` in one step."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
@@ -369,5 +457,6 @@ def write_model_dir(out_dir: Path, model: nn.Module, tokenizer_file: Path, confi
     try:
         os.replace(tmp, out_dir)  # replaces a missing or empty folder, never a full one
     except OSError:
-        raise ConfigError(f"--out {out_dir}: something filled it during training; "
-                          f"the model is kept in {tmp}") from None
+        raise ConfigError(
+            f"--out {out_dir}: something filled it during training; the model is kept in {tmp}"
+        ) from None

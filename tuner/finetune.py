@@ -60,8 +60,12 @@ def _build_with(data: DataConfig, tokenizer_file: Path, final: Path) -> None:
             np.save(tmp / f"{name}.npy", ids)
             counts[name] = {"documents": len(splits[name]), "tokens": int(ids.size)}
         np.save(tmp / "token_bytes.npy", token_byte_lengths(tok))
-        meta = {"vocab_size": tok.get_vocab_size(), "splits": counts,
-                "data": to_dict(data), "tokenizer_file": str(tokenizer_file)}
+        meta = {
+            "vocab_size": tok.get_vocab_size(),
+            "splits": counts,
+            "data": to_dict(data),
+            "tokenizer_file": str(tokenizer_file),
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         if final.exists():
             shutil.rmtree(final)
@@ -72,8 +76,13 @@ def _build_with(data: DataConfig, tokenizer_file: Path, final: Path) -> None:
 
 
 def check_vocab(saved: SavedModel, data: TokenData) -> None:
-    rows = saved.model.get_input_embeddings().num_embeddings if hasattr(saved.model, "config") \
+    rows = (
+        saved.model.get_input_embeddings().num_embeddings
+        if hasattr(saved.model, "config")
         else saved.model.embed.num_embeddings
+    )
     if data.vocab_size > rows:
-        raise ConfigError(f"--init-from {saved.path}: the tokenizer has {data.vocab_size} tokens "
-                          f"but the model only {rows} embeddings")
+        raise ConfigError(
+            f"--init-from {saved.path}: the tokenizer has {data.vocab_size} tokens "
+            f"but the model only {rows} embeddings"
+        )

@@ -45,7 +45,9 @@ def resolve_shape(cfg: ModelConfig) -> Shape:
         d_ff=cfg.d_ff or base.d_ff or 4 * (cfg.d_model or base.d_model),
     )
     if cfg.arch in ("gpt2", "llama") and shape.d_model % shape.n_head:
-        raise ConfigError(f"model: d_model {shape.d_model} is not divisible by n_head {shape.n_head}")
+        raise ConfigError(
+            f"model: d_model {shape.d_model} is not divisible by n_head {shape.n_head}"
+        )
     return shape
 
 
@@ -57,8 +59,13 @@ class RecurrentLM(nn.Module):
         rnn_cls = nn.LSTM if arch == "lstm" else nn.GRU
         self.embed = nn.Embedding(vocab_size, shape.d_model)
         self.drop = nn.Dropout(dropout)
-        self.rnn = rnn_cls(shape.d_model, shape.d_model, num_layers=shape.n_layer,
-                           dropout=dropout if shape.n_layer > 1 else 0.0, batch_first=True)
+        self.rnn = rnn_cls(
+            shape.d_model,
+            shape.d_model,
+            num_layers=shape.n_layer,
+            dropout=dropout if shape.n_layer > 1 else 0.0,
+            batch_first=True,
+        )
         self.head = nn.Linear(shape.d_model, vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied
         nn.init.normal_(self.embed.weight, std=0.02)
@@ -75,20 +82,38 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int) -> nn.Module:
     if cfg.arch == "gpt2":
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        hf = GPT2Config(vocab_size=vocab_size, n_positions=seq_len, n_embd=shape.d_model,
-                        n_layer=shape.n_layer, n_head=shape.n_head, n_inner=shape.d_ff,
-                        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-                        tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
+        hf = GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=seq_len,
+            n_embd=shape.d_model,
+            n_layer=shape.n_layer,
+            n_head=shape.n_head,
+            n_inner=shape.d_ff,
+            resid_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+            tie_word_embeddings=True,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
         return GPT2LMHeadModel(hf)
     if cfg.arch == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        hf = LlamaConfig(vocab_size=vocab_size, hidden_size=shape.d_model,
-                         intermediate_size=shape.d_ff, num_hidden_layers=shape.n_layer,
-                         num_attention_heads=shape.n_head, num_key_value_heads=shape.n_head,
-                         max_position_embeddings=seq_len, attention_dropout=cfg.dropout,
-                         tie_word_embeddings=True, bos_token_id=0, eos_token_id=0,
-                         pad_token_id=None)
+        hf = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=shape.d_model,
+            intermediate_size=shape.d_ff,
+            num_hidden_layers=shape.n_layer,
+            num_attention_heads=shape.n_head,
+            num_key_value_heads=shape.n_head,
+            max_position_embeddings=seq_len,
+            attention_dropout=cfg.dropout,
+            tie_word_embeddings=True,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=None,
+        )
         return LlamaForCausalLM(hf)
     return RecurrentLM(cfg.arch, vocab_size, shape, cfg.dropout)
 
@@ -122,8 +147,9 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, total - embedding
 
 
-def flops_per_token(n_params_non_embedding: int, vocab_size: int, cfg: ModelConfig,
-                    seq_len: int) -> float:
+def flops_per_token(
+    n_params_non_embedding: int, vocab_size: int, cfg: ModelConfig, seq_len: int
+) -> float:
     """Training FLOPs per token: 6·N (N = non-embedding weights + the output projection)
     plus the attention term 6·L·T·d for transformers (Kaplan et al. 2020)."""
     shape = resolve_shape(cfg)

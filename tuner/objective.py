@@ -98,8 +98,15 @@ class Objective:
             trial.set_user_attr("reason", f"{type(err).__name__}: {err}"[:2000])
             raise
         trial.set_user_attr("config", config.to_dict())
-        run = self.tracker.start_trial(self.experiment_id, self.parent_run_id, self.study_name,
-                                       trial.number, self.space.sampler, config, trial.params)
+        run = self.tracker.start_trial(
+            self.experiment_id,
+            self.parent_run_id,
+            self.study_name,
+            trial.number,
+            self.space.sampler,
+            config,
+            trial.params,
+        )
         trial.set_user_attr("mlflow_run_id", run.run_id)
         if origin_number(trial) != trial.number:
             self.tracker.client.set_tag(run.run_id, "tuner.retry_of", str(origin_number(trial)))
@@ -115,8 +122,9 @@ class Objective:
 
         try:
             self.reporter.trial_started(trial.number, trial.params, config.train.tokens)
-            result = train_run(config, self.data, on_milestone=on_milestone,
-                               on_progress=self.reporter.progress)
+            result = train_run(
+                config, self.data, on_milestone=on_milestone, on_progress=self.reporter.progress
+            )
             self._record(trial, result)
             if result.status in ("diverged", "pruned"):
                 run.finish("KILLED", "PRUNED", result, reason=result.reason)

@@ -17,8 +17,14 @@ class RichReporter:
     def __init__(self, total_trials: int, done: int, metric: str, console: Console | None = None):
         self.metric = metric
         self.console = console or Console(stderr=True)
-        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=self.console, transient=False)
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
         self.trials = self.bars.add_task("trials", total=total_trials, completed=done)
         self.tokens = self.bars.add_task("tokens", total=1, visible=False)
 
@@ -31,8 +37,13 @@ class RichReporter:
 
     def trial_started(self, number: int, params: dict[str, Any], total_tokens: int) -> None:
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
-        self.bars.update(self.tokens, description=f"trial {number} tokens", completed=0,
-                             total=total_tokens, visible=True)
+        self.bars.update(
+            self.tokens,
+            description=f"trial {number} tokens",
+            completed=0,
+            total=total_tokens,
+            visible=True,
+        )
         self.console.print(f"[bold]trial {number}[/] {shown}")
 
     def progress(self, tokens: int, total: int) -> None:

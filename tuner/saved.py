@@ -65,8 +65,14 @@ def hf_tokenizer(tokenizer_file: Path, max_length: int | None = None) -> Any:
     return PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), **kwargs)
 
 
-def save_model_dir(folder: Path, model: nn.Module, tokenizer_file: Path, config: RunConfig,
-                   provenance: dict[str, Any], metrics: dict[str, Any]) -> None:
+def save_model_dir(
+    folder: Path,
+    model: nn.Module,
+    tokenizer_file: Path,
+    config: RunConfig,
+    provenance: dict[str, Any],
+    metrics: dict[str, Any],
+) -> None:
     """Write model, tokenizer, config and metrics into the (empty) `folder`."""
     model = model.to("cpu").eval()
     tokenizer = hf_tokenizer(tokenizer_file, max_positions(model))
@@ -98,9 +104,14 @@ def _save_recurrent(folder: Path, model: nn.Module, model_cfg: ModelConfig) -> N
     from safetensors.torch import save_model
 
     shape = resolve_shape(model_cfg)
-    meta = {"format": "tuner-recurrent-lm", "arch": model_cfg.arch,
-            "vocab_size": model.embed.num_embeddings, "n_layer": shape.n_layer,
-            "d_model": shape.d_model, "dropout": model_cfg.dropout}
+    meta = {
+        "format": "tuner-recurrent-lm",
+        "arch": model_cfg.arch,
+        "vocab_size": model.embed.num_embeddings,
+        "n_layer": shape.n_layer,
+        "d_model": shape.d_model,
+        "dropout": model_cfg.dropout,
+    }
     save_model(model, str(folder / WEIGHTS_FILE))  # tied head/embedding stored once
     (folder / RECURRENT_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
@@ -133,8 +144,10 @@ def load_saved(path: str | Path) -> SavedModel:
     elif (folder / "config.json").is_file():
         model, model_cfg = _load_hf(folder)
     else:
-        raise ConfigError(f"{folder}: neither config.json nor {RECURRENT_FILE} "
-                          "(not a folder saved by `tuner train`)")
+        raise ConfigError(
+            f"{folder}: neither config.json nor {RECURRENT_FILE} "
+            "(not a folder saved by `tuner train`)"
+        )
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
@@ -147,8 +160,13 @@ def _load_recurrent(folder: Path) -> tuple[nn.Module, ModelConfig]:
     try:
         meta = json.loads((folder / RECURRENT_FILE).read_text(encoding="utf-8"))
         arch, vocab = meta["arch"], int(meta["vocab_size"])
-        cfg = ModelConfig(arch=arch, size="custom", n_layer=int(meta["n_layer"]),
-                          d_model=int(meta["d_model"]), dropout=float(meta["dropout"]))
+        cfg = ModelConfig(
+            arch=arch,
+            size="custom",
+            n_layer=int(meta["n_layer"]),
+            d_model=int(meta["d_model"]),
+            dropout=float(meta["dropout"]),
+        )
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{folder / RECURRENT_FILE}: unreadable ({err})") from None
     model = RecurrentLM(arch, vocab, Shape(cfg.n_layer, cfg.d_model, 1, 0), cfg.dropout)
@@ -163,8 +181,9 @@ def _load_hf(folder: Path) -> tuple[nn.Module, ModelConfig]:
         with quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(str(folder))
     except (OSError, ValueError) as err:
-        raise ConfigError(f"{folder}: cannot load the model ({str(err).splitlines()[0][:200]})") \
-            from None
+        raise ConfigError(
+            f"{folder}: cannot load the model ({str(err).splitlines()[0][:200]})"
+        ) from None
     return model, model_config_of(model.config)
 
 
@@ -187,14 +206,25 @@ def model_config_of(hf_config: Any) -> ModelConfig:
     kind = hf_config.model_type
     if kind == "gpt2":
         d_model = hf_config.n_embd
-        return ModelConfig(arch="gpt2", size="custom", n_layer=hf_config.n_layer, d_model=d_model,
-                           n_head=hf_config.n_head, d_ff=hf_config.n_inner or 4 * d_model,
-                           dropout=float(hf_config.resid_pdrop))
+        return ModelConfig(
+            arch="gpt2",
+            size="custom",
+            n_layer=hf_config.n_layer,
+            d_model=d_model,
+            n_head=hf_config.n_head,
+            d_ff=hf_config.n_inner or 4 * d_model,
+            dropout=float(hf_config.resid_pdrop),
+        )
     if kind == "llama":
-        return ModelConfig(arch="llama", size="custom", n_layer=hf_config.num_hidden_layers,
-                           d_model=hf_config.hidden_size, n_head=hf_config.num_attention_heads,
-                           d_ff=hf_config.intermediate_size,
-                           dropout=float(hf_config.attention_dropout))
+        return ModelConfig(
+            arch="llama",
+            size="custom",
+            n_layer=hf_config.num_hidden_layers,
+            d_model=hf_config.hidden_size,
+            n_head=hf_config.num_attention_heads,
+            d_ff=hf_config.intermediate_size,
+            dropout=float(hf_config.attention_dropout),
+        )
     raise ConfigError(f"model type {kind!r}: tuner trains gpt2, llama, lstm and gru only")
 
 
@@ -202,8 +232,15 @@ def model_config_of(hf_config: Any) -> ModelConfig:
 
 
 @torch.no_grad()
-def sample(model: nn.Module, ids: list[int], max_new_tokens: int, temperature: float = 1.0,
-           top_k: int = 0, seed: int = 0, stop_id: int | None = None) -> list[int]:
+def sample(
+    model: nn.Module,
+    ids: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    stop_id: int | None = None,
+) -> list[int]:
     """Append up to `max_new_tokens` sampled ids; a sliding window keeps transformers inside
     their positional range. temperature 0 = greedy; top_k 0 = the whole vocabulary."""
     model.eval()
@@ -230,8 +267,14 @@ def sample(model: nn.Module, ids: list[int], max_new_tokens: int, temperature: f
     return new
 
 
-def generate_text(path: str | Path, prompt: str, max_new_tokens: int = 200,
-                  temperature: float = 0.8, top_k: int = 50, seed: int = 0) -> str:
+def generate_text(
+    path: str | Path,
+    prompt: str,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int = 50,
+    seed: int = 0,
+) -> str:
     """The prompt followed by sampled text from the model saved in `path`."""
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens: must be >= 1, got {max_new_tokens}")

@@ -34,8 +34,18 @@ TRIAL_METRICS = ("val_loss", "val_perplexity", "val_bpb", "val_accuracy", "train
 COST_METRICS = ("n_params", "n_params_non_embedding", "train_flops", "wall_seconds", "price_usd")
 SAMPLERS = ("grid", "random", "tpe", "cmaes", "nsga2", "qmc", "gp")
 PRUNERS = ("none", "median", "hyperband", "successive-halving")
-TOP_KEYS = ("name", "description", "base", "objective", "sampler", "pruner", "n_trials", "seed",
-            "timeout", "params")
+TOP_KEYS = (
+    "name",
+    "description",
+    "base",
+    "objective",
+    "sampler",
+    "pruner",
+    "n_trials",
+    "seed",
+    "timeout",
+    "params",
+)
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "grid")
 
 
@@ -64,10 +74,12 @@ class ParamSpec:
         if self.kind == "categorical":
             return optuna.distributions.CategoricalDistribution(list(self.choices))
         if self.kind == "int":
-            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log,
-                                                        step=int(self.step or 1))
-        return optuna.distributions.FloatDistribution(float(self.low), float(self.high),
-                                                      log=self.log, step=self.step)
+            return optuna.distributions.IntDistribution(
+                int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
+        return optuna.distributions.FloatDistribution(
+            float(self.low), float(self.high), log=self.log, step=self.step
+        )
 
     def describe(self) -> str:
         if self.kind == "categorical":
@@ -174,8 +186,9 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
         raise ConfigError(f"pruner: unknown pruner {pruner!r} (one of {', '.join(PRUNERS)})")
     if n_trials < 1:
         raise ConfigError(f"n_trials: must be >= 1, got {n_trials}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-                                or timeout <= 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
         raise ConfigError(f"timeout: must be a positive number of seconds, got {timeout!r}")
     objectives = _objectives(raw.get("objective"))
     if len(objectives) > 1 and pruner != "none":
@@ -184,10 +197,19 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
     if not isinstance(params_raw, dict):
         raise ConfigError("params: expected a mapping of name -> distribution")
     params = tuple(_param(name, spec, base) for name, spec in params_raw.items())
-    space = SearchSpace(name=name, description=_typed(raw, "description", str, ""), base=base,
-                        objectives=objectives, sampler=sampler, pruner=pruner, n_trials=n_trials,
-                        seed=seed, timeout=float(timeout) if timeout else None, params=params,
-                        raw={**raw, "base": base.to_dict()})
+    space = SearchSpace(
+        name=name,
+        description=_typed(raw, "description", str, ""),
+        base=base,
+        objectives=objectives,
+        sampler=sampler,
+        pruner=pruner,
+        n_trials=n_trials,
+        seed=seed,
+        timeout=float(timeout) if timeout else None,
+        params=params,
+        raw={**raw, "base": base.to_dict()},
+    )
     if sampler == "grid":
         if not params:
             raise ConfigError("params: grid search needs at least one param")
@@ -220,12 +242,16 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
             raise ConfigError(f"{where}: expected a mapping with metric and direction")
         unknown = set(item) - {"metric", "direction"}
         if unknown:
-            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (known: metric, direction)")
+            raise ConfigError(
+                f"{where}.{sorted(unknown)[0]}: unknown key (known: metric, direction)"
+            )
         metric = item.get("metric", "val_loss")
         direction = item.get("direction", "maximize" if metric == "val_accuracy" else "minimize")
         if metric not in TRIAL_METRICS + COST_METRICS:
-            raise ConfigError(f"{where}.metric: unknown metric {metric!r} "
-                              f"(one of {', '.join(TRIAL_METRICS + COST_METRICS)})")
+            raise ConfigError(
+                f"{where}.metric: unknown metric {metric!r} "
+                f"(one of {', '.join(TRIAL_METRICS + COST_METRICS)})"
+            )
         if direction not in ("minimize", "maximize"):
             raise ConfigError(f"{where}.direction: must be minimize or maximize, got {direction!r}")
         out.append(Objective(metric, direction))
@@ -242,8 +268,10 @@ def _param(name: Any, spec: Any, base: RunConfig) -> ParamSpec:
     try:
         tp = field_type(path)
     except ConfigError:
-        raise ConfigError(f"{where}: unknown param (not an alias or RunConfig path; aliases: "
-                          f"{', '.join(sorted(ALIASES))})") from None
+        raise ConfigError(
+            f"{where}: unknown param (not an alias or RunConfig path; aliases: "
+            f"{', '.join(sorted(ALIASES))})"
+        ) from None
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping with low/high or choices")
     for key in spec:
@@ -253,8 +281,11 @@ def _param(name: Any, spec: Any, base: RunConfig) -> ParamSpec:
     if kind is None:
         if "choices" in spec:
             kind = "categorical"
-        elif tp is int or (isinstance(spec.get("low"), int) and isinstance(spec.get("high"), int)
-                           and tp is not float):
+        elif tp is int or (
+            isinstance(spec.get("low"), int)
+            and isinstance(spec.get("high"), int)
+            and tp is not float
+        ):
             kind = "int"
         else:
             kind = "float"
@@ -302,7 +333,11 @@ def _param(name: Any, spec: Any, base: RunConfig) -> ParamSpec:
     for value in (low, high, *grid):
         _check_value(base, path, value, where)
     for value in grid:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
             raise ConfigError(f"{where}.grid: value {value!r} is outside [{low}, {high}]")
     return ParamSpec(name, path, kind, low=low, high=high, log=log, step=step, grid=grid)
 

@@ -41,8 +41,10 @@ def artifact_root() -> str:
 def check_study_name(name: str) -> str:
     """Study names become experiment names and file names: letters, digits, `_.-` only."""
     if not STUDY_NAME.match(name) or ".." in name:
-        raise ConfigError(f"study name {name!r}: use letters, digits, '_', '.', '-' "
-                          "(no path separators), at most 100 characters")
+        raise ConfigError(
+            f"study name {name!r}: use letters, digits, '_', '.', '-' "
+            "(no path separators), at most 100 characters"
+        )
     return name
 
 
@@ -50,7 +52,7 @@ def ensure_local(url: str) -> None:
     """Create the folder of a local SQLite or journal file store before first use."""
     path = None
     if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
+        path = Path(url[len("sqlite:///") :])
     elif "://" not in url:
         path = Path(url)
     if path is not None:

@@ -38,8 +38,11 @@ from tuner.workers import (
 )
 
 ATTR = "tuner"
-FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                   optuna.trial.TrialState.FAIL)
+FINISHED_STATES = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
 """States that end a trial. A lost trial (FAIL with a retry) is finished but not counted:
 `StudyHandle.finished_count` counts it through its retry, so nothing counts twice."""
 
@@ -71,8 +74,9 @@ def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
     if space.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if space.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=milestones,
-                                              reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=milestones, reduction_factor=3
+        )
     if space.pruner == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
@@ -101,14 +105,19 @@ def open_storage(url: str | None, must_exist: bool = False) -> optuna.storages.B
             from optuna.storages.journal import JournalFileBackend
 
             stores.ensure_local(url)
-            return JournalHeartbeatStorage(JournalFileBackend(url), interval, grace,
-                                           StaleTrialCallback())
+            return JournalHeartbeatStorage(
+                JournalFileBackend(url), interval, grace, StaleTrialCallback()
+            )
         if "://" not in url:
             raise ValueError("not a URL")
         stores.ensure_local(url)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
-                                          heartbeat_stale_trial_callback=StaleTrialCallback(),
-                                          engine_kwargs=_engine_kwargs(url))
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=interval,
+            grace_period=grace,
+            heartbeat_stale_trial_callback=StaleTrialCallback(),
+            engine_kwargs=_engine_kwargs(url),
+        )
     except Exception as err:  # noqa: BLE001 - any failure to open is the user's URL
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise ConfigError(f"--storage {url}: cannot open storage ({first})") from None
@@ -147,8 +156,13 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
 
 
-def create_study(name: str, space: SearchSpace, storage_url: str | None = None,
-                 tracking_uri: str | None = None, local_workers: int = 1) -> StudyHandle:
+def create_study(
+    name: str,
+    space: SearchSpace,
+    storage_url: str | None = None,
+    tracking_uri: str | None = None,
+    local_workers: int = 1,
+) -> StudyHandle:
     """Validate everything first, then write the study, its queue and its MLflow parent run.
 
     Without `storage_url`, one local worker gets the default SQLite database and several get
@@ -161,25 +175,45 @@ def create_study(name: str, space: SearchSpace, storage_url: str | None = None,
     tracking_uri = check_tracking_uri(tracking_uri or stores.default_tracking_uri())
     storage = open_storage(storage_url)
     if name in study_names(storage):
-        raise ConfigError(f"study {name!r} already exists in {storage_url}; "
-                          f"use `tuner study resume {name}` or pick another name")
+        raise ConfigError(
+            f"study {name!r} already exists in {storage_url}; "
+            f"use `tuner study resume {name}` or pick another name"
+        )
     tracker = serialized(Tracker(tracking_uri))
     experiment_id = tracker.experiment_for(name)
-    settings = {"space": space.name, "sampler": space.sampler, "pruner": space.pruner,
-                "seed": space.seed, "n_trials": space.n_trials, "timeout": space.timeout,
-                "objective": ",".join(f"{o.metric}:{o.direction}" for o in space.objectives),
-                "storage": storage_url}
-    parent = tracker.start_parent(experiment_id, name, settings,
-                                  yaml.safe_dump(space.raw, sort_keys=False))
+    settings = {
+        "space": space.name,
+        "sampler": space.sampler,
+        "pruner": space.pruner,
+        "seed": space.seed,
+        "n_trials": space.n_trials,
+        "timeout": space.timeout,
+        "objective": ",".join(f"{o.metric}:{o.direction}" for o in space.objectives),
+        "storage": storage_url,
+    }
+    parent = tracker.start_parent(
+        experiment_id, name, settings, yaml.safe_dump(space.raw, sort_keys=False)
+    )
     try:
-        study = optuna.create_study(storage=storage, study_name=name, directions=space.directions,
-                                    sampler=make_sampler(space, space.seed),
-                                    pruner=make_pruner(space))
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            directions=space.directions,
+            sampler=make_sampler(space, space.seed),
+            pruner=make_pruner(space),
+        )
     except BaseException:
         tracker.end(parent, "FAILED")
         raise
-    study.set_user_attr(ATTR, {"space": space.raw, "tracking_uri": tracking_uri,
-                               "experiment_id": experiment_id, "parent_run_id": parent})
+    study.set_user_attr(
+        ATTR,
+        {
+            "space": space.raw,
+            "tracking_uri": tracking_uri,
+            "experiment_id": experiment_id,
+            "parent_run_id": parent,
+        },
+    )
     fill_queue(study, space, space.n_trials)
     tracker.end(parent, "FINISHED")
     return StudyHandle(study, space, storage_url, tracking_uri, experiment_id, parent)
@@ -191,8 +225,10 @@ def _check_new_name(name: str) -> None:
         found = locate_study(name)
     except ConfigError:
         return
-    raise ConfigError(f"study {name!r} already exists in {found}; "
-                      f"use `tuner study resume {name}` or pick another name")
+    raise ConfigError(
+        f"study {name!r} already exists in {found}; "
+        f"use `tuner study resume {name}` or pick another name"
+    )
 
 
 def default_storages() -> list[str]:
@@ -205,8 +241,9 @@ def locate_study(name: str) -> str:
     """Which default storage holds `name` (a study made with --workers is in the journal)."""
     urls = default_storages()
     if not urls:
-        raise ConfigError(f"--storage {stores.default_storage()}: no such database "
-                          "(no studies yet)")
+        raise ConfigError(
+            f"--storage {stores.default_storage()}: no such database (no studies yet)"
+        )
     for url in urls:
         if name in study_names(open_storage(url)):
             return url
@@ -233,8 +270,9 @@ def fill_queue(study: optuna.Study, space: SearchSpace, target: int) -> int:
     return missing
 
 
-def load_study(name: str, storage_url: str | None = None, tracking_uri: str | None = None,
-               seed_offset: int = 0) -> StudyHandle:
+def load_study(
+    name: str, storage_url: str | None = None, tracking_uri: str | None = None, seed_offset: int = 0
+) -> StudyHandle:
     """Load a tuner study; `tracking_uri` overrides the one stored (e.g. a server for workers).
 
     `seed_offset` varies the sampler's seed: workers that load the study at the same moment
@@ -251,19 +289,28 @@ def load_study(name: str, storage_url: str | None = None, tracking_uri: str | No
         raise ConfigError(f"study {name!r} was not created by tuner (no stored space)")
     space = parse_space(attrs["space"])
     n_done = len(peek.get_trials(deepcopy=False, states=FINISHED_STATES))
-    study = optuna.load_study(study_name=name, storage=storage,
-                              sampler=make_sampler(space, space.seed + n_done + seed_offset),
-                              pruner=make_pruner(space))
+    study = optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(space, space.seed + n_done + seed_offset),
+        pruner=make_pruner(space),
+    )
     uri = tracking_uri or attrs["tracking_uri"]
     callback = storage.get_heartbeat_stale_trial_callback()
     if isinstance(callback, StaleTrialCallback):
         callback.tracking_uri = uri
-    return StudyHandle(study, space, storage_url, uri, attrs["experiment_id"],
-                       attrs["parent_run_id"])
+    return StudyHandle(
+        study, space, storage_url, uri, attrs["experiment_id"], attrs["parent_run_id"]
+    )
 
 
-def run_study(handle: StudyHandle, n_trials: int | None = None, timeout: float | None = None,
-              reporter: Any = None, fill: bool = True) -> None:
+def run_study(
+    handle: StudyHandle,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    reporter: Any = None,
+    fill: bool = True,
+) -> None:
     """Run queued trials until the study holds `n_trials` counted trials (or `timeout` passes).
 
     With `fill` (create, resume) the queue is first topped up to the target. A worker
@@ -277,8 +324,9 @@ def run_study(handle: StudyHandle, n_trials: int | None = None, timeout: float |
     if target is not None and handle.finished_count() >= target:
         return
     tracker = handle.tracker()
-    objective = Objective(space, handle.name, tracker, handle.experiment_id, handle.parent_run_id,
-                          reporter)
+    objective = Objective(
+        space, handle.name, tracker, handle.experiment_id, handle.parent_run_id, reporter
+    )
     study = QueuedStudy.of(handle.study)
 
     def update_best(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -288,14 +336,23 @@ def run_study(handle: StudyHandle, n_trials: int | None = None, timeout: float |
             return
         best = study.best_trial
         if best.number == trial.number:
-            tracker.update_best(handle.parent_run_id, best.number, best.value,
-                                best.user_attrs.get("metrics", {}),
-                                best.user_attrs.get("mlflow_run_id"))
+            tracker.update_best(
+                handle.parent_run_id,
+                best.number,
+                best.value,
+                best.user_attrs.get("metrics", {}),
+                best.user_attrs.get("mlflow_run_id"),
+            )
 
     tracker.reopen(handle.parent_run_id)
     try:
-        drain(study, objective, [update_best], timeout or space.timeout,
-              done=lambda: target is not None and handle.finished_count() >= target)
+        drain(
+            study,
+            objective,
+            [update_best],
+            timeout or space.timeout,
+            done=lambda: target is not None and handle.finished_count() >= target,
+        )
     except BaseException:
         with contextlib.suppress(Exception):
             tracker.end(handle.parent_run_id, "KILLED")
@@ -322,8 +379,11 @@ def delete_study(name: str, storage_url: str | None = None) -> None:
 def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
     """One summary per study; without a URL, of both default storages. `trials` counts
     finished trials as `finished_count` does (a lost trial's retry stands for it)."""
-    if storage_url and storage_url.startswith("sqlite:///") \
-            and not Path(storage_url[10:]).is_file():
+    if (
+        storage_url
+        and storage_url.startswith("sqlite:///")
+        and not Path(storage_url[10:]).is_file()
+    ):
         return []
     urls = [storage_url] if storage_url else default_storages()
     out = []
@@ -346,11 +406,18 @@ def _summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
         target = space.get("n_trials")
         with contextlib.suppress(Exception):  # a grid's target is its size, not the YAML's
             target = parse_space(space).n_trials
-        out.append({"name": summary.study_name, "space": space.get("name", "?"),
-                    "sampler": space.get("sampler", "?"), "trials": len(counted(trials)),
-                    "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials),
-                    "target": target, "best": best,
-                    "created": min(starts) if starts else None})
+        out.append(
+            {
+                "name": summary.study_name,
+                "space": space.get("name", "?"),
+                "sampler": space.get("sampler", "?"),
+                "trials": len(counted(trials)),
+                "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials),
+                "target": target,
+                "best": best,
+                "created": min(starts) if starts else None,
+            }
+        )
     return out
 
 
@@ -362,24 +429,39 @@ def trial_rows(handle: StudyHandle) -> list[dict[str, Any]]:
     with contextlib.suppress(Exception):
         best_numbers = {t.number for t in study.best_trials}
     trials = study.get_trials(deepcopy=False)
-    retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials
-                  if t.system_attrs.get("retry_history")}
+    retried_as = {
+        t.system_attrs["retry_history"][-1]: t.number
+        for t in trials
+        if t.system_attrs.get("retry_history")
+    }
     rows = []
     for t in trials:
         if t.state == optuna.trial.TrialState.WAITING:
             continue
         metrics = t.user_attrs.get("metrics", {})
         cost = t.user_attrs.get("cost", {})
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
-            if t.datetime_complete and t.datetime_start else None
+        duration = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
         reason = t.user_attrs.get("reason", "")
         if t.number in retried_as:
             reason = f"worker lost; retried as trial {retried_as[t.number]}"
-        rows.append({"number": t.number, "state": t.state.name, "params": t.params,
-                     "val_loss": metrics.get("val_loss"),
-                     "val_perplexity": metrics.get("val_perplexity"),
-                     "val_bpb": metrics.get("val_bpb"), "n_params": cost.get("n_params"),
-                     "train_flops": cost.get("train_flops"), "duration": duration,
-                     "reason": reason, "best": t.number in best_numbers,
-                     "mlflow_run_id": t.user_attrs.get("mlflow_run_id")})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "params": t.params,
+                "val_loss": metrics.get("val_loss"),
+                "val_perplexity": metrics.get("val_perplexity"),
+                "val_bpb": metrics.get("val_bpb"),
+                "n_params": cost.get("n_params"),
+                "train_flops": cost.get("train_flops"),
+                "duration": duration,
+                "reason": reason,
+                "best": t.number in best_numbers,
+                "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            }
+        )
     return rows

@@ -23,13 +23,18 @@ def train_tokenizer(cfg: TokenizerConfig, texts: list[str]) -> Tokenizer:
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=[EOT],
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=cfg.vocab_size,
+            special_tokens=[EOT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
         tok.train_from_iterator(_batches(texts), trainer=trainer, length=len(texts))
         if tok.get_vocab_size() < cfg.vocab_size:
-            raise ConfigError(f"tokenizer.vocab_size: {cfg.vocab_size} is larger than this corpus "
-                              f"allows (BPE stopped at {tok.get_vocab_size()} tokens)")
+            raise ConfigError(
+                f"tokenizer.vocab_size: {cfg.vocab_size} is larger than this corpus "
+                f"allows (BPE stopped at {tok.get_vocab_size()} tokens)"
+            )
         return tok
     if cfg.kind == "byte":
         alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -57,8 +62,9 @@ def load_pretrained(name: str) -> Tokenizer:
 
         hf = AutoTokenizer.from_pretrained(name)
     except Exception as err:  # noqa: BLE001 - any load failure is a user-facing config problem
-        raise ConfigError(f"tokenizer.name: cannot load pretrained tokenizer {name!r} "
-                          f"({type(err).__name__})") from None
+        raise ConfigError(
+            f"tokenizer.name: cannot load pretrained tokenizer {name!r} ({type(err).__name__})"
+        ) from None
     if not getattr(hf, "is_fast", False):
         raise ConfigError(f"tokenizer.name: {name!r} has no fast (Rust) tokenizer")
     return hf.backend_tokenizer
@@ -72,8 +78,10 @@ def _batches(texts: list[str], size: int = 256) -> Iterable[list[str]]:
 def encode(tok: Tokenizer, texts: list[str]) -> np.ndarray:
     """Concatenate documents (separated by a blank line) into one flat id array."""
     dtype = np.uint16 if tok.get_vocab_size() <= 65536 else np.uint32
-    pieces = [np.asarray(enc.ids, dtype=dtype)
-              for enc in tok.encode_batch([t + "\n\n" for t in texts], add_special_tokens=False)]
+    pieces = [
+        np.asarray(enc.ids, dtype=dtype)
+        for enc in tok.encode_batch([t + "\n\n" for t in texts], add_special_tokens=False)
+    ]
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
 
 

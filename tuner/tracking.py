@@ -19,15 +19,27 @@ from tuner.train import Milestone, TrainResult
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
 # Logged once when the run ends (tokens_per_second is already streamed at every milestone).
-COST_KEYS = ("n_params", "n_params_non_embedding", "train_flops", "tokens_seen", "wall_seconds",
-             "train_seconds", "eval_seconds", "mfu", "peak_memory_bytes", "price_usd")
+COST_KEYS = (
+    "n_params",
+    "n_params_non_embedding",
+    "train_flops",
+    "tokens_seen",
+    "wall_seconds",
+    "train_seconds",
+    "eval_seconds",
+    "mfu",
+    "peak_memory_bytes",
+    "price_usd",
+)
 
 
 def check_tracking_uri(uri: str) -> str:
     scheme = uri.split(":", 1)[0].split("+", 1)[0] if "://" in uri else ""
     if scheme not in TRACKING_SCHEMES:
-        raise ConfigError(f"--tracking-uri {uri!r}: expected a URI with one of the schemes "
-                          f"{', '.join(TRACKING_SCHEMES)} (e.g. sqlite:///mlruns/mlflow.db)")
+        raise ConfigError(
+            f"--tracking-uri {uri!r}: expected a URI with one of the schemes "
+            f"{', '.join(TRACKING_SCHEMES)} (e.g. sqlite:///mlruns/mlflow.db)"
+        )
     return uri
 
 
@@ -39,7 +51,7 @@ class Tracker:
 
         self.uri = check_tracking_uri(tracking_uri)
         if self.uri.startswith("sqlite:///"):
-            Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.uri)
 
     # ------------------------------------------------------------ experiment and parent run
@@ -53,15 +65,20 @@ class Tracker:
             return exp.experiment_id
         location = None
         if self.uri.startswith("sqlite:///"):
-            db = Path(self.uri[len("sqlite:///"):]).resolve()
+            db = Path(self.uri[len("sqlite:///") :]).resolve()
             location = (db.parent / "artifacts" / study_name).as_uri()
-        return self.client.create_experiment(study_name, artifact_location=location,
-                                             tags={"tuner.study": study_name})
+        return self.client.create_experiment(
+            study_name, artifact_location=location, tags={"tuner.study": study_name}
+        )
 
-    def start_parent(self, experiment_id: str, study_name: str, settings: dict[str, Any],
-                     space_yaml: str) -> str:
-        run = self.client.create_run(experiment_id, run_name=f"study-{study_name}",
-                                     tags={"tuner.kind": "study", "optuna.study": study_name})
+    def start_parent(
+        self, experiment_id: str, study_name: str, settings: dict[str, Any], space_yaml: str
+    ) -> str:
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"study-{study_name}",
+            tags={"tuner.kind": "study", "optuna.study": study_name},
+        )
         self._log_params(run.info.run_id, {k: v for k, v in settings.items() if v is not None})
         self.client.log_text(run.info.run_id, space_yaml, "space.yaml")
         return run.info.run_id
@@ -72,28 +89,55 @@ class Tracker:
     def end(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
 
-    def update_best(self, parent_id: str, number: int, value: float, metrics: dict[str, float],
-                    run_id: str | None) -> None:
+    def update_best(
+        self,
+        parent_id: str,
+        number: int,
+        value: float,
+        metrics: dict[str, float],
+        run_id: str | None,
+    ) -> None:
         from mlflow.entities import Metric, RunTag
 
         now = _now()
         values = {"best_value": value, "best_trial": float(number)}
-        values |= {f"best_{k}": v for k, v in metrics.items() if k in
-                   ("val_loss", "val_perplexity", "val_bpb", "val_accuracy")}
-        tags = [RunTag("best_trial", str(number))] + ([RunTag("best_run_id", run_id)] if run_id else [])
-        self.client.log_batch(parent_id, metrics=[Metric(k, float(v), now, number)
-                                                  for k, v in values.items()], tags=tags)
+        values |= {
+            f"best_{k}": v
+            for k, v in metrics.items()
+            if k in ("val_loss", "val_perplexity", "val_bpb", "val_accuracy")
+        }
+        tags = [RunTag("best_trial", str(number))] + (
+            [RunTag("best_run_id", run_id)] if run_id else []
+        )
+        self.client.log_batch(
+            parent_id,
+            metrics=[Metric(k, float(v), now, number) for k, v in values.items()],
+            tags=tags,
+        )
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
     # ------------------------------------------------------------ trial runs
 
-    def start_trial(self, experiment_id: str, parent_id: str, study_name: str, number: int,
-                    sampler: str, config: RunConfig, params: dict[str, Any]) -> TrialRun:
-        tags = {"mlflow.parentRunId": parent_id, "tuner.kind": "trial", "optuna.study": study_name,
-                "optuna.trial_number": str(number), "optuna.sampler": sampler,
-                "tuner.state": "RUNNING"}
+    def start_trial(
+        self,
+        experiment_id: str,
+        parent_id: str,
+        study_name: str,
+        number: int,
+        sampler: str,
+        config: RunConfig,
+        params: dict[str, Any],
+    ) -> TrialRun:
+        tags = {
+            "mlflow.parentRunId": parent_id,
+            "tuner.kind": "trial",
+            "optuna.study": study_name,
+            "optuna.trial_number": str(number),
+            "optuna.sampler": sampler,
+            "tuner.state": "RUNNING",
+        }
         run = self.client.create_run(experiment_id, run_name=f"trial-{number}", tags=tags)
         flat = config.flat() | {name: value for name, value in params.items()}
         self._log_params(run.info.run_id, flat)
@@ -120,12 +164,19 @@ class TrialRun:
         from mlflow.entities import Metric
 
         now = _now()
-        metrics = [Metric(k, float(v), now, milestone.tokens_seen)
-                   for k, v in milestone.metrics.items()]
+        metrics = [
+            Metric(k, float(v), now, milestone.tokens_seen) for k, v in milestone.metrics.items()
+        ]
         self.tracker.client.log_batch(self.run_id, metrics=metrics)
 
-    def finish(self, status: str, state: str, result: TrainResult | None = None,
-               reason: str = "", traceback: str = "") -> None:
+    def finish(
+        self,
+        status: str,
+        state: str,
+        result: TrainResult | None = None,
+        reason: str = "",
+        traceback: str = "",
+    ) -> None:
         """End the run; `status` is MLflow's, `state` the Optuna trial state it mirrors."""
         if self.ended:
             return
@@ -139,7 +190,9 @@ class TrialRun:
         if result is not None:
             now = _now()
             step = int(result.cost.get("tokens_seen", 0))
-            metrics = [Metric(k, float(result.cost[k]), now, step) for k in COST_KEYS if k in result.cost]
+            metrics = [
+                Metric(k, float(result.cost[k]), now, step) for k in COST_KEYS if k in result.cost
+            ]
             tags.append(RunTag("tuner.device", str(result.cost.get("device", ""))))
         client.log_batch(self.run_id, metrics=metrics, tags=tags)
         if traceback:

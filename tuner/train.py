@@ -65,11 +65,15 @@ def plan_budget(config: RunConfig, flops_per_tok: float) -> Plan:
     budget = tc.flops / flops_per_tok if tc.flops > 0 else tc.tokens
     steps = int(budget // tokens_per_step)
     if steps < tc.milestones:
-        raise ConfigError(f"train.tokens: a budget of {int(budget)} tokens gives {steps} steps of "
-                          f"{tokens_per_step} tokens, fewer than train.milestones={tc.milestones}")
+        raise ConfigError(
+            f"train.tokens: a budget of {int(budget)} tokens gives {steps} steps of "
+            f"{tokens_per_step} tokens, fewer than train.milestones={tc.milestones}"
+        )
     # milestone k at the first step where tokens_seen >= budget * (k+1) / M
-    marks = tuple(min(steps, math.ceil(budget * (k + 1) / tc.milestones / tokens_per_step))
-                  for k in range(tc.milestones))
+    marks = tuple(
+        min(steps, math.ceil(budget * (k + 1) / tc.milestones / tokens_per_step))
+        for k in range(tc.milestones)
+    )
     return Plan(tokens_per_step, steps, marks)
 
 
@@ -99,16 +103,20 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer
         seen.add(id(param))
         (decay if param.ndim >= 2 and id(param) not in embedding_ids else no_decay).append(param)
     oc = config.optim
-    groups = [{"params": decay, "weight_decay": oc.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": oc.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if oc.name == "sgd":
         return torch.optim.SGD(groups, lr=oc.lr, momentum=oc.momentum)
-    return torch.optim.AdamW(groups, lr=oc.lr, betas=(oc.beta1, oc.beta2),
-                             fused=next(model.parameters()).is_cuda or None)
+    return torch.optim.AdamW(
+        groups, lr=oc.lr, betas=(oc.beta1, oc.beta2), fused=next(model.parameters()).is_cuda or None
+    )
 
 
-def sample_batch(tokens: np.ndarray, batch_size: int, seq_len: int, gen: torch.Generator,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(
+    tokens: np.ndarray, batch_size: int, seq_len: int, gen: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of seq_len+1 tokens -> inputs and next-token targets, (B, T) each."""
     starts = torch.randint(len(tokens) - seq_len - 1, (batch_size,), generator=gen).numpy()
     window = np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int64)
@@ -117,9 +125,16 @@ def sample_batch(tokens: np.ndarray, batch_size: int, seq_len: int, gen: torch.G
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, tokens: np.ndarray, token_bytes: np.ndarray, seq_len: int,
-             n_tokens: int, batch_size: int, device: torch.device,
-             autocast: Any = nullcontext) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    tokens: np.ndarray,
+    token_bytes: np.ndarray,
+    seq_len: int,
+    n_tokens: int,
+    batch_size: int,
+    device: torch.device,
+    autocast: Any = nullcontext,
+) -> dict[str, float]:
     """Loss, perplexity, bits per byte and accuracy on the first `n_tokens` targets of `tokens`.
 
     Every trial scores exactly the same targets whatever its seq_len: windows of seq_len tile
@@ -142,23 +157,35 @@ def evaluate(model: nn.Module, tokens: np.ndarray, token_bytes: np.ndarray, seq_
         x = chunk[: n_windows * length].view(n_windows, length)
         y = chunk[1 : n_windows * length + 1].view(n_windows, length)
         for start in range(0, n_windows, batch_size):
-            xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
+            xb, yb = (
+                x[start : start + batch_size].to(device),
+                y[start : start + batch_size].to(device),
+            )
             with autocast():
                 out = logits(model, xb)
             out = out.float()
-            nats += F.cross_entropy(out.reshape(-1, out.size(-1)), yb.reshape(-1), reduction="sum").item()
+            nats += F.cross_entropy(
+                out.reshape(-1, out.size(-1)), yb.reshape(-1), reduction="sum"
+            ).item()
             correct += (out.argmax(-1) == yb).sum().item()
     n_bytes = int(byte_len[ids[1:]].sum())
     model.train(was_training)
     loss = nats / n_tokens
-    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 700.0)),
-            "val_bpb": nats / math.log(2) / max(n_bytes, 1), "val_accuracy": correct / n_tokens}
+    return {
+        "val_loss": loss,
+        "val_perplexity": math.exp(min(loss, 700.0)),
+        "val_bpb": nats / math.log(2) / max(n_bytes, 1),
+        "val_accuracy": correct / n_tokens,
+    }
 
 
-def train_run(config: RunConfig, data: TokenData | None = None,
-              on_milestone: Callable[[Milestone], bool | None] | None = None,
-              on_progress: Callable[[int, int], None] | None = None,
-              init_model: nn.Module | None = None) -> TrainResult:
+def train_run(
+    config: RunConfig,
+    data: TokenData | None = None,
+    on_milestone: Callable[[Milestone], bool | None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    init_model: nn.Module | None = None,
+) -> TrainResult:
     """Train `config` from scratch (or from `init_model`) and evaluate at every milestone."""
     wall_start = time.perf_counter()
     tc = config.train
@@ -172,7 +199,11 @@ def train_run(config: RunConfig, data: TokenData | None = None,
         return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
     torch.manual_seed(config.seed)
-    model = init_model if init_model is not None else build_model(config.model, data.vocab_size, tc.seq_len)
+    model = (
+        init_model
+        if init_model is not None
+        else build_model(config.model, data.vocab_size, tc.seq_len)
+    )
     positions = max_positions(model)
     if positions is not None and tc.seq_len > positions:
         raise ConfigError(f"train.seq_len: {tc.seq_len} is beyond the model's range of {positions}")
@@ -221,8 +252,10 @@ def train_run(config: RunConfig, data: TokenData | None = None,
             first_loss = step_loss if first_loss is None else first_loss
             if not math.isfinite(step_loss) or step_loss > tc.diverge_factor * first_loss:
                 status = "diverged"
-                reason = (f"diverged: train loss {step_loss:.4g} at step {step} "
-                          f"(first {first_loss:.4g}, limit x{tc.diverge_factor:g})")
+                reason = (
+                    f"diverged: train loss {step_loss:.4g} at step {step} "
+                    f"(first {first_loss:.4g}, limit x{tc.diverge_factor:g})"
+                )
                 break
             window_loss += step_loss
             window_steps += 1
@@ -230,13 +263,23 @@ def train_run(config: RunConfig, data: TokenData | None = None,
                 on_progress(step * plan.tokens_per_step, plan.tokens)
             while next_mark < len(plan.milestone_steps) and step >= plan.milestone_steps[next_mark]:
                 t1 = time.perf_counter()
-                metrics = evaluate(model, data.val, data.token_bytes, tc.seq_len, tc.eval_tokens,
-                                   tc.eval_batch_size, device, autocast)
+                metrics = evaluate(
+                    model,
+                    data.val,
+                    data.token_bytes,
+                    tc.seq_len,
+                    tc.eval_tokens,
+                    tc.eval_batch_size,
+                    device,
+                    autocast,
+                )
                 eval_seconds += time.perf_counter() - t1
                 metrics["train_loss"] = window_loss / max(window_steps, 1)
                 metrics["train_val_gap"] = metrics["val_loss"] - metrics["train_loss"]
                 metrics["learning_rate"] = lr
-                metrics["tokens_per_second"] = step * plan.tokens_per_step / max(train_seconds, 1e-9)
+                metrics["tokens_per_second"] = (
+                    step * plan.tokens_per_step / max(train_seconds, 1e-9)
+                )
                 window_loss = window_steps = 0.0
                 milestone = Milestone(next_mark, step * plan.tokens_per_step, step, metrics)
                 history.append(milestone)
@@ -276,4 +319,3 @@ def train_run(config: RunConfig, data: TokenData | None = None,
     }
     final = dict(history[-1].metrics) if history else {}
     return TrainResult(status, reason, final, cost_figures, history, model)
-

@@ -55,8 +55,9 @@ def heartbeat_settings() -> tuple[int, int]:
     interval = _env_int("TUNER_HEARTBEAT_INTERVAL", 30)
     grace = _env_int("TUNER_GRACE_PERIOD", max(120, 2 * interval))
     if grace <= interval:
-        raise ConfigError(f"TUNER_GRACE_PERIOD={grace} must be longer than "
-                          f"TUNER_HEARTBEAT_INTERVAL={interval}")
+        raise ConfigError(
+            f"TUNER_GRACE_PERIOD={grace} must be longer than TUNER_HEARTBEAT_INTERVAL={interval}"
+        )
     return interval, grace
 
 
@@ -80,8 +81,13 @@ class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
     `fail_stale_trials` (run before every trial) then treats both storages alike.
     """
 
-    def __init__(self, backend: BaseJournalBackend, heartbeat_interval: int, grace_period: int,
-                 stale_trial_callback: StaleCallback | None = None):
+    def __init__(
+        self,
+        backend: BaseJournalBackend,
+        heartbeat_interval: int,
+        grace_period: int,
+        stale_trial_callback: StaleCallback | None = None,
+    ):
         super().__init__(backend)
         self._heartbeat_interval = heartbeat_interval
         self._grace_period = grace_period
@@ -94,9 +100,11 @@ class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
-        return [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False,
-                                                         states=(TrialState.RUNNING,))
-                if now - _last_beat(t) > self._grace_period]
+        return [
+            t._trial_id
+            for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            if now - _last_beat(t) > self._grace_period
+        ]
 
     def get_heartbeat_interval(self) -> int | None:
         return self._heartbeat_interval
@@ -132,8 +140,11 @@ class StaleTrialCallback:
         try:
             close_lost_runs(study, trial, self.tracking_uri)
         except Exception as err:  # noqa: BLE001 - MLflow trouble must not stop the retry
-            print(f"warning: trial {trial.number}: could not close its MLflow run ({err})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: trial {trial.number}: could not close its MLflow run ({err})",
+                file=sys.stderr,
+                flush=True,
+            )
         self._retry(study, trial)
 
 
@@ -149,12 +160,14 @@ def close_lost_runs(study: optuna.Study, trial: FrozenTrial, tracking_uri: str |
     runs = tracker.client.search_runs(
         [attrs["experiment_id"]],
         filter_string=f"tags.`optuna.trial_number` = '{trial.number}' "
-                      f"and tags.`optuna.study` = '{study.study_name}' "
-                      "and attributes.status = 'RUNNING'")
+        f"and tags.`optuna.study` = '{study.study_name}' "
+        "and attributes.status = 'RUNNING'",
+    )
     _, grace = heartbeat_settings()
     for run in runs:
         TrialRun(tracker, run.info.run_id).finish(
-            "FAILED", "FAIL", reason=f"worker lost: no heartbeat for {grace} s; retried")
+            "FAILED", "FAIL", reason=f"worker lost: no heartbeat for {grace} s; retried"
+        )
 
 
 class StaleTrialReaper:
@@ -184,8 +197,11 @@ class StaleTrialReaper:
             try:
                 optuna.storages.fail_stale_trials(self.study)
             except Exception as err:  # noqa: BLE001 - a storage hiccup; try again next beat
-                print(f"warning: looking for lost trials failed ({type(err).__name__}: {err})",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"warning: looking for lost trials failed ({type(err).__name__}: {err})",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
 
 def superseded(trials: Iterable[FrozenTrial]) -> set[int]:
@@ -197,8 +213,13 @@ def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Finished trials that count toward the target: a lost trial counts through its retry,
     and a trial stopped by Ctrl-C not at all (resume runs another in its place)."""
     lost = superseded(trials)
-    return [t for t in trials if t.state in FINISHED and t.number not in lost
-            and t.user_attrs.get("reason") != "interrupted"]
+    return [
+        t
+        for t in trials
+        if t.state in FINISHED
+        and t.number not in lost
+        and t.user_attrs.get("reason") != "interrupted"
+    ]
 
 
 def pending(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -220,8 +241,12 @@ class QueuedStudy(optuna.Study):
 
     @classmethod
     def of(cls, study: optuna.Study) -> QueuedStudy:
-        return cls(study_name=study.study_name, storage=study._storage, sampler=study.sampler,
-                   pruner=study.pruner)
+        return cls(
+            study_name=study.study_name,
+            storage=study._storage,
+            sampler=study.sampler,
+            pruner=study.pruner,
+        )
 
     def ask(self, fixed_distributions: dict | None = None) -> optuna.Trial:
         if fixed_distributions:
@@ -233,8 +258,13 @@ class QueuedStudy(optuna.Study):
         return optuna.Trial(self, trial_id)
 
 
-def drain(study: QueuedStudy, objective: Callable, callbacks: list, timeout: float | None,
-          done: Callable[[], bool]) -> None:
+def drain(
+    study: QueuedStudy,
+    objective: Callable,
+    callbacks: list,
+    timeout: float | None,
+    done: Callable[[], bool],
+) -> None:
     """Pop and run queued trials one at a time until `done()`, the deadline or an empty queue.
 
     While the queue is empty but other workers' trials still run, wait: one of them may be
@@ -299,7 +329,7 @@ def serialized(tracker: Any) -> Any:
     """`tracker` with its client serialized across processes when the store is SQLite."""
     uri = tracker.uri
     if uri.startswith("sqlite:///") and not isinstance(tracker.client, SerializedClient):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         tracker.client = SerializedClient(tracker.client, db.with_name(db.name + ".lock"))
     return tracker
 
@@ -321,8 +351,9 @@ class LineReporter:
         self.stream.flush()
 
     def trial_started(self, number: int, params: dict[str, Any], total_tokens: int) -> None:
-        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in params.items())
+        shown = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+        )
         self._print(f"trial {number} started: {shown}")
 
     def progress(self, tokens: int, total: int) -> None:
@@ -332,8 +363,10 @@ class LineReporter:
         metrics = trial.user_attrs.get("metrics", {})
         loss = f" val_loss {metrics['val_loss']:.4f}" if "val_loss" in metrics else ""
         reason = trial.user_attrs.get("reason", "")
-        self._print(f"trial {trial.number} {trial.state.name}{loss}"
-                    + (f" ({reason[:120]})" if reason else ""))
+        self._print(
+            f"trial {trial.number} {trial.state.name}{loss}"
+            + (f" ({reason[:120]})" if reason else "")
+        )
 
     def note(self, text: str) -> None:
         self._print(text)
@@ -342,16 +375,28 @@ class LineReporter:
 # ---------------------------------------------------------------- local worker processes
 
 
-def worker_command(name: str, storage_url: str, tracking_uri: str,
-                   timeout: float | None = None) -> list[str]:
+def worker_command(
+    name: str, storage_url: str, tracking_uri: str, timeout: float | None = None
+) -> list[str]:
     """`tuner study worker ...` run with this interpreter (works without the console script)."""
-    cmd = [sys.executable, "-m", "tuner.workers", "study", "worker", name,
-           "--storage", storage_url, "--tracking-uri", tracking_uri]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuner.workers",
+        "study",
+        "worker",
+        name,
+        "--storage",
+        storage_url,
+        "--tracking-uri",
+        tracking_uri,
+    ]
     return cmd + (["--timeout", str(timeout)] if timeout else [])
 
 
-def start_workers(name: str, storage_url: str, tracking_uri: str, n_workers: int,
-                  timeout: float | None = None) -> list[subprocess.Popen]:
+def start_workers(
+    name: str, storage_url: str, tracking_uri: str, n_workers: int, timeout: float | None = None
+) -> list[subprocess.Popen]:
     """Start `n_workers` worker processes; each gets an equal share of the CPU threads."""
     env = dict(os.environ)
     threads = str(max(1, (os.cpu_count() or 1) // n_workers))

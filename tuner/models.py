@@ -92,6 +92,7 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int) -> nn.Module:
             resid_pdrop=cfg.dropout,
             embd_pdrop=cfg.dropout,
             attn_pdrop=cfg.dropout,
+            activation_function="gelu_pytorch_tanh",  # GPT-2's tanh GELU in one kernel
             tie_word_embeddings=True,
             bos_token_id=0,
             eos_token_id=0,

@@ -109,9 +109,9 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer
     ]
     if oc.name == "sgd":
         return torch.optim.SGD(groups, lr=oc.lr, momentum=oc.momentum)
-    return torch.optim.AdamW(
-        groups, lr=oc.lr, betas=(oc.beta1, oc.beta2), fused=next(model.parameters()).is_cuda or None
-    )
+    device_type = next(model.parameters()).device.type
+    fused = True if device_type in ("cuda", "cpu") else None  # one kernel, not a loop over params
+    return torch.optim.AdamW(groups, lr=oc.lr, betas=(oc.beta1, oc.beta2), fused=fused)
 
 
 def sample_batch(

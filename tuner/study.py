@@ -72,7 +72,7 @@ def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
     milestones = space.base.train.milestones
     if space.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     if space.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=milestones, reduction_factor=3

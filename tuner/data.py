@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from tuner import stores
 from tuner.config import ConfigError, DataConfig, PreprocessConfig, TokenizerConfig, to_dict
@@ -211,8 +212,17 @@ def _file_stamp(raw: str) -> list:
     return [str(path.resolve()), stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1]
 
 
-def load_token_data(data: DataConfig, tokenizer: TokenizerConfig) -> TokenData:
-    """Token arrays for this config, built once (by whichever process gets the lock first)."""
+def load_token_data(
+    data: DataConfig, tokenizer: TokenizerConfig, tokenizer_file: Path | None = None
+) -> TokenData:
+    """Token arrays for this config, built once (by whichever process gets the lock first).
+
+    With `tokenizer_file` (fine-tuning a saved model) the corpus is encoded with that existing
+    tokenizer instead of a trained one, and its content hash is part of the cache key.
+    """
+    if tokenizer_file is not None:
+        digest = hashlib.sha256(Path(tokenizer_file).read_bytes()).hexdigest()
+        tokenizer = TokenizerConfig(kind="pretrained", name=f"tokenizer.json:sha256:{digest}")
     root = stores.cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     key = cache_key(data, tokenizer)
@@ -222,15 +232,20 @@ def load_token_data(data: DataConfig, tokenizer: TokenizerConfig) -> TokenData:
             fcntl.flock(lock, fcntl.LOCK_EX)  # others wait here, then find it built
             try:
                 if not (final / "meta.json").is_file():
-                    _build(data, tokenizer, final)
+                    _build(data, tokenizer, final, tokenizer_file)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
     return _open(final)
 
 
-def _build(data: DataConfig, tokenizer: TokenizerConfig, final: Path) -> None:
+def _build(
+    data: DataConfig, tokenizer: TokenizerConfig, final: Path, tokenizer_file: Path | None
+) -> None:
     splits = prepare_documents(data)
-    tok = train_tokenizer(tokenizer, splits["train"])
+    if tokenizer_file is not None:
+        tok = Tokenizer.from_file(str(tokenizer_file))
+    else:
+        tok = train_tokenizer(tokenizer, splits["train"])
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes it owner-only; the cache is shared by every worker
     try:

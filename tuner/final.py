@@ -40,7 +40,7 @@ from tuner.config import (
 )
 from tuner.data import TokenData, load_token_data
 from tuner.export import current_umask, parse_amount, tuner_version
-from tuner.finetune import check_vocab, load_token_data_with
+from tuner.finetune import check_vocab
 from tuner.saved import SavedModel, load_saved, save_model_dir
 from tuner.tracking import COST_KEYS, Tracker, TrialRun, check_tracking_uri
 from tuner.train import Milestone, evaluate, train_run
@@ -328,7 +328,7 @@ def train_final(
     uri = check_tracking_uri(tracking_uri or stores.default_tracking_uri())
 
     if saved is not None:
-        data = load_token_data_with(config.data, saved.tokenizer_file)
+        data = load_token_data(config.data, config.tokenizer, saved.tokenizer_file)
         check_vocab(saved, data)
     else:
         data = load_token_data(config.data, config.tokenizer)

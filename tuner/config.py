@@ -358,14 +358,17 @@ def field_type(path: str) -> Any:
 
 def set_path(config: RunConfig, path: str, value: Any) -> RunConfig:
     """Return a copy of `config` with dotted `path` set, validated like YAML input."""
-    value = _coerce(field_type(path), value, path)
     data = config.to_dict()
-    node = data
-    parts = path.split(".")
-    for part in parts[:-1]:
-        node = node[part]
-    node[parts[-1]] = value
+    _assign(data, path, _coerce(field_type(path), value, path))
     return from_dict(RunConfig, data)
+
+
+def _assign(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set dotted `path` in a RunConfig's plain-dict form."""
+    *parents, leaf = path.split(".")
+    for part in parents:
+        data = data[part]
+    data[leaf] = to_dict(value)
 
 
 def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
@@ -394,11 +397,7 @@ def apply_overrides(
             value = _coerce(field_type(path), value, path)
         except ConfigError as err:
             raise ConfigError(f"{flag} {path}={value}: {err}") from None
-        node = data
-        *parents, leaf = path.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = to_dict(value)
+        _assign(data, path, value)
     try:
         return from_dict(RunConfig, data)
     except ConfigError as err:

@@ -169,11 +169,7 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
             raise ConfigError(f"{key}: unknown key (known: {', '.join(TOP_KEYS)})")
     raw = {k: v for k, v in raw.items() if v is not None or k in ("timeout",)}
     if base is None:
-        base_raw = raw.get("base") or {}
-        if isinstance(base_raw, RunConfig):
-            base = base_raw
-        else:
-            base = _in_section("base", lambda: from_dict(RunConfig, base_raw))
+        base = _in_section("base", lambda: from_dict(RunConfig, raw.get("base") or {}))
     name = _typed(raw, "name", str, "unnamed")
     sampler = _typed(raw, "sampler", str, "tpe")
     pruner = _typed(raw, "pruner", str, "none")

@@ -509,7 +509,9 @@ def test_whole_study_killed_then_resumed_loses_nothing(tmp_path, procs):
     for n in lost:  # each lost trial failed and retried exactly once, with its params
         assert trials[n].state.name == "FAIL"
         retries = [t for t in trials if t.system_attrs.get("retry_history") == [n]]
-        assert len(retries) == 1 and retries[0].params == trials[n].params
+        assert len(retries) == 1
+        if trials[n].params:  # a worker killed between popping and sampling left none to keep
+            assert retries[0].params == trials[n].params
     finished = counted(trials)
     assert len(finished) == 4 and all(t.state.name == "COMPLETE" for t in finished)
     origins = [t.user_attrs["origin_trial"] for t in finished]

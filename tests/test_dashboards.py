@@ -12,11 +12,13 @@ from pathlib import Path
 import optuna
 import pytest
 
+import tuner.page
 from tests.conftest import TINY_BASE
 from tests.helpers import cli, write_space
 from tuner import dashboards, figures
 from tuner.config import ConfigError
-from tuner.dashboards import gather, pareto_front, publish, write_dashboard
+from tuner.dashboards import gather, pareto_front
+from tuner.page import publish, write_dashboard
 from tuner.space import parse_space
 from tuner.study import StudyHandle
 
@@ -314,7 +316,7 @@ def test_a_dashboard_failure_never_fails_a_study_run(isolated_stores, monkeypatc
     def broken(handle):
         raise RuntimeError("no disk")
 
-    monkeypatch.setattr(dashboards, "publish", broken)
+    monkeypatch.setattr(tuner.page, "publish", broken)
     result = cli("study", "resume", "once", "--n-trials", "1")
     assert result.exit_code == 0, result.output
     assert "dashboard not updated: no disk" in result.output

@@ -218,3 +218,18 @@ def test_existing_study_name_is_refused(tmp_path):
     result = cli("study", "create", "dup", "--space", str(space))
     assert result.exit_code == 2 and "already exists" in result.output
     assert not load("dup").get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def test_python_m_tuner_is_the_cli():
+    """Local workers are started as `python -m tuner`; no module imports the CLI for that."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tuner", "space", "validate", "nowhere.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: nowhere.yaml: file not found"

@@ -7,14 +7,11 @@ and renamed into place atomically, so parallel workers never read half a folder.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import html
 import json
-import os
 import re
 import shutil
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +20,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from tuner import stores
-from tuner.config import ConfigError, DataConfig, PreprocessConfig, TokenizerConfig, to_dict
+from tuner.config import DataConfig, PreprocessConfig, TokenizerConfig, to_dict
+from tuner.errors import ConfigError
+from tuner.files import file_lock, staged_dir
 from tuner.tokenizer import encode, token_byte_lengths, train_tokenizer
 
 CACHE_VERSION = 1
@@ -228,13 +227,9 @@ def load_token_data(
     key = cache_key(data, tokenizer)
     final = root / key
     if not (final / "meta.json").is_file():
-        with open(root / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # others wait here, then find it built
-            try:
-                if not (final / "meta.json").is_file():
-                    _build(data, tokenizer, final, tokenizer_file)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with file_lock(root / f"{key}.lock"):  # others wait here, then find it built
+            if not (final / "meta.json").is_file():
+                _build(data, tokenizer, final, tokenizer_file)
     return _open(final)
 
 
@@ -246,9 +241,9 @@ def _build(
         tok = Tokenizer.from_file(str(tokenizer_file))
     else:
         tok = train_tokenizer(tokenizer, splits["train"])
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the cache is shared by every worker
-    try:
+    if final.exists():  # a half-built folder from an older version
+        shutil.rmtree(final)
+    with staged_dir(final) as tmp:
         tok.save(str(tmp / "tokenizer.json"))
         counts = {}
         for name in SPLITS:
@@ -267,12 +262,6 @@ def _build(
             "tokenizer": to_dict(tokenizer),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _open(root: Path) -> TokenData:

@@ -17,7 +17,10 @@ from typing import Any
 
 import optuna
 
-from tuner.config import ConfigError, RunConfig, field_type, from_dict, load_yaml, set_path
+from tuner import metrics
+from tuner.config import RunConfig, field_type, from_dict, load_yaml, set_path
+from tuner.errors import ConfigError
+from tuner.samplers import PRUNERS, SAMPLERS
 
 ALIASES = {
     "learning_rate": "optim.lr",
@@ -30,10 +33,6 @@ ALIASES = {
     "warmup_fraction": "schedule.warmup_fraction",
     "arch": "model.arch",
 }
-TRIAL_METRICS = ("val_loss", "val_perplexity", "val_bpb", "val_accuracy", "train_loss")
-COST_METRICS = ("n_params", "n_params_non_embedding", "train_flops", "wall_seconds", "price_usd")
-SAMPLERS = ("grid", "random", "tpe", "cmaes", "nsga2", "qmc", "gp")
-PRUNERS = ("none", "median", "hyperband", "successive-halving")
 TOP_KEYS = (
     "name",
     "description",
@@ -242,12 +241,12 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
                 f"{where}.{sorted(unknown)[0]}: unknown key (known: metric, direction)"
             )
         metric = item.get("metric", "val_loss")
-        direction = item.get("direction", "maximize" if metric == "val_accuracy" else "minimize")
-        if metric not in TRIAL_METRICS + COST_METRICS:
+        if metric not in metrics.OBJECTIVE_METRICS:
             raise ConfigError(
                 f"{where}.metric: unknown metric {metric!r} "
-                f"(one of {', '.join(TRIAL_METRICS + COST_METRICS)})"
+                f"(one of {', '.join(metrics.OBJECTIVE_METRICS)})"
             )
+        direction = item.get("direction", metrics.direction(metric))
         if direction not in ("minimize", "maximize"):
             raise ConfigError(f"{where}.direction: must be minimize or maximize, got {direction!r}")
         out.append(Objective(metric, direction))

@@ -30,7 +30,8 @@ def make_parent(path: Path, flag: str) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"{flag} {path}: cannot create folder {parent} ({err.strerror})") from None
+        why = err.strerror or type(err).__name__
+        raise ConfigError(f"{flag} {path}: cannot create folder {parent} ({why})") from None
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"{flag} {path}: folder {parent} is not writable")
 

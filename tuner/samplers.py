@@ -25,6 +25,7 @@ class SearchSpace(Protocol):
 
     def grid(self) -> dict[str, list[Any]]: ...
 
+
 # tuner chooses Optuna's experimental features on purpose and reports outcomes itself
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

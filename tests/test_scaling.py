@@ -3,6 +3,7 @@ loader's errors, the shape rule against built models, and IsoFLOP planning."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -10,18 +11,20 @@ import re
 import numpy as np
 import pytest
 
-from tuner.config import ConfigError, RunConfig, from_dict
+from tuner.config import ConfigError, RunConfig, apply_overrides, from_dict
 from tuner.models import build_model, count_params, flops_per_token
 from tuner.scaling import (
     ComputeModel,
     ScalingFit,
     ShapeRule,
     chinchilla_optimum,
+    compute_model_for,
     fit_approach2,
     fit_scaling_law,
     load_csv,
     make_points,
     plan_isoflop,
+    plan_point,
     recommend,
     shape_rule_for,
 )
@@ -299,11 +302,26 @@ def test_isoflop_plan_spends_each_budget_in_whole_steps(base):
 def test_isoflop_plan_centres_on_a_prior_fit(base, synthetic_fit):
     rule = shape_rule_for(base.model)
     plan = plan_isoflop([1e13, 1e14], base, vocab_size=512, prior=synthetic_fit, rule=rule)
-    compute = ComputeModel.tuner(rule, 512, 64)
+    compute = compute_model_for(base, 512, rule)
+    assert compute == ComputeModel.tuner(rule, 512, 64)
     for budget in (1e13, 1e14):
         center = optimal_params(synthetic_fit.law.coefficients(), budget, compute)
         targets = sorted(p.target_params for p in plan.points if p.budget == budget)
         assert targets[len(targets) // 2] == pytest.approx(center, rel=1e-6)
+
+
+def test_recipe_point_for_a_recommendation(base, synthetic_fit):
+    """A recommended N under tuner's convention becomes a buildable shape and whole steps."""
+    rule = shape_rule_for(base.model)
+    fit = dataclasses.replace(synthetic_fit, compute=compute_model_for(base, 512, rule))
+    best = recommend(fit, flops=1e15)
+    assert best.flops == pytest.approx(1e15)
+    assert best.tokens * float(fit.compute.flops_per_token(best.params)) == pytest.approx(1e15)
+    point = plan_point(1e15, best.params, base, vocab_size=512)
+    assert point.params == pytest.approx(best.params, rel=0.15)
+    assert point.flops <= 1e15 and point.tokens % (8 * 64) == 0
+    config = apply_overrides(base, list(point.overrides().items()))
+    assert config.model.n_layer == point.model.n_layer and config.train.tokens == point.tokens
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,14 @@ from tuner.scaling.approach2 import Approach2Fit, IsoflopCurve, PowerLaw, fit_ap
 from tuner.scaling.compute import ComputeModel, ShapeRule
 from tuner.scaling.fit import ScalingFit, fit_scaling_law
 from tuner.scaling.law import LawFit, fit_law
-from tuner.scaling.plan import IsoflopPlan, PlanPoint, plan_isoflop, shape_rule_for
+from tuner.scaling.plan import (
+    IsoflopPlan,
+    PlanPoint,
+    compute_model_for,
+    plan_isoflop,
+    plan_point,
+    shape_rule_for,
+)
 from tuner.scaling.points import ScalingPoints, group_budgets, load_csv, make_points
 from tuner.scaling.recommend import Recommendation, chinchilla_optimum, recommend
 
@@ -27,6 +34,7 @@ __all__ = [
     "ScalingPoints",
     "ShapeRule",
     "chinchilla_optimum",
+    "compute_model_for",
     "fit_approach2",
     "fit_law",
     "fit_scaling_law",
@@ -34,6 +42,7 @@ __all__ = [
     "load_csv",
     "make_points",
     "plan_isoflop",
+    "plan_point",
     "recommend",
     "shape_rule_for",
 ]

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from tuner.config import ConfigError, ModelConfig, RunConfig
-from tuner.models import flops_per_token
 from tuner.scaling.approach2 import MIN_BUDGETS, MIN_SIZES
 from tuner.scaling.compute import ComputeModel, ShapeRule
 from tuner.scaling.fit import ScalingFit
@@ -73,7 +72,7 @@ class IsoflopPlan:
 def shape_rule_for(model: ModelConfig, head_dim: int = 0, aspect_ratio: float = 64.0) -> ShapeRule:
     """The shape rule for the base config's architecture; head_dim 0 keeps the base's own
     width per head (d_model / n_head of its preset), else 32."""
-    from tuner.models import resolve_shape
+    from tuner.models import resolve_shape  # torch: only when planning
 
     if model.arch not in ("gpt2", "llama"):
         raise ConfigError(f"model.arch: IsoFLOP studies need gpt2 or llama, not {model.arch!r}")
@@ -120,7 +119,7 @@ def plan_isoflop(
         center = _expected_optimum(budget, compute, prior, tokens_per_param)
         kept: list[PlanPoint] = []
         for target in center * spread ** np.linspace(-1.0, 1.0, sizes):
-            point = _point(budget, float(target), base, vocab_size, rule, tokens_per_step)
+            point = plan_point(budget, float(target), base, vocab_size, rule)
             why = ""
             if target < min_params:
                 why = f"below the smallest model ({min_params:,} parameters)"
@@ -184,22 +183,26 @@ def _expected_optimum(
     return math.exp(brentq(gap, -20.0, hi)) if gap(-20.0) < 0 < gap(hi) else 1.0
 
 
-def _point(
+def plan_point(
     budget: float,
-    target: float,
+    target_params: float,
     base: RunConfig,
     vocab_size: int,
-    rule: ShapeRule,
-    tokens_per_step: int,
+    rule: ShapeRule | None = None,
 ) -> PlanPoint:
-    model = rule.shape(target, base.model)
+    """The shape the rule builds for `target_params`, with the whole steps of the base's
+    batch x seq_len that fit in `budget` FLOPs: an IsoFLOP trial, or the recipe for a
+    recommended N (`recommend(fit, flops=C).params`) at budget C."""
+    from tuner.models import flops_per_token  # torch: only when planning
+
+    rule = rule or shape_rule_for(base.model)
+    tokens_per_step = base.train.batch_size * base.train.seq_len
+    model = rule.shape(target_params, base.model)
     params = int(rule.params(model.n_layer, model.d_model))
     fpt = flops_per_token(params, vocab_size, model, base.train.seq_len)
     steps = int(budget / fpt // tokens_per_step)
-    return PlanPoint(budget, target, params, model, fpt, steps * tokens_per_step, steps)
+    return PlanPoint(budget, target_params, params, model, fpt, steps * tokens_per_step, steps)
 
 
 def _smallest_fpt(rule: ShapeRule, base: RunConfig, vocab_size: int) -> float:
-    model = rule.shape(rule.smallest_params(), base.model)
-    params = int(rule.params(model.n_layer, model.d_model))
-    return flops_per_token(params, vocab_size, model, base.train.seq_len)
+    return plan_point(1.0, rule.smallest_params(), base, vocab_size, rule).flops_per_token

@@ -152,9 +152,9 @@ def fit_approach2(
         warnings = [
             f"approach 2: budget {c.flops:.3g} FLOPs left out: {c.note}" for c in curves if c.note
         ]
-        if any(len(np.unique(points.params[idx])) == MIN_SIZES for idx in groups):
+        if any(len(idx) == MIN_SIZES for idx in groups):
             warnings.append(
-                f"approach 2: a budget with exactly {MIN_SIZES} sizes fits its parabola exactly, "
+                f"approach 2: a budget of exactly {MIN_SIZES} runs fits its parabola exactly, "
                 "so the bootstrap interval understates the noise; 5 or more sizes a budget help"
             )
         valid = [c for c in curves if c.params_opt is not None]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 
@@ -48,28 +48,14 @@ class NoCompleteTrials(ConfigError):
 
 
 @dataclass(frozen=True)
-class TrialPoint:
-    """What the dashboards know about one finished trial."""
+class TrialPoint(TrialRecord):
+    """A finished trial's record with what the dashboards draw it by."""
 
-    number: int
-    state: str
-    """Optuna state: COMPLETE, PRUNED or FAIL."""
-    outcome: str
-    """complete | pruned | diverged | failed: pruned and diverged trials are both PRUNED."""
-    params: dict[str, Any]
-    values: tuple[float, ...]
-    """Objective values (complete trials only)."""
-    metrics: dict[str, float]
-    cost: dict[str, Any]
-    curve: tuple[tuple[float, float], ...]
-    """(tokens seen, validation loss) at each milestone reached."""
-    reason: str
-    run_id: str | None
-    group: str
+    group: str = ""
     """Model size (with the architecture when that varies too): the colour of a point."""
-    learning_rate: float | None
-    batch_size: int | None
-    numbers: dict[str, float]
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    numbers: dict[str, float] = field(default_factory=dict)
     """Every finite metric and cost figure, for fast look-ups."""
 
     @property
@@ -199,16 +185,7 @@ def _point(t: TrialRecord, group: str) -> TrialPoint:
     lr = t.config.get("optim", {}).get("lr", t.params.get("learning_rate", t.params.get("lr")))
     batch = t.config.get("train", {}).get("batch_size", t.params.get("batch_size"))
     return TrialPoint(
-        number=t.number,
-        state=t.state,
-        outcome=t.outcome,
-        params=t.params,
-        values=t.values,
-        metrics=t.metrics,
-        cost=t.cost,
-        curve=t.curve,
-        reason=t.reason,
-        run_id=t.run_id,
+        **{f.name: getattr(t, f.name) for f in fields(TrialRecord)},
         group=group,
         learning_rate=float(lr) if finite(lr) else None,
         batch_size=int(batch) if finite(batch) else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from tuner.models import build_model, logits
 from tuner.ngram import NgramModel, ngram_continuation_baseline
 from tuner.tasks import (
     fold_splits,
+    genre_sample,
     metric_direction,
     run_tasks,
     task_metric_names,
@@ -141,6 +143,14 @@ def test_genre_folds_never_put_a_play_on_both_sides(split):
     assert sorted(tested) == list(range(len(passages)))  # each passage classified exactly once
 
 
+def test_genre_sample_has_as_many_passages_of_each_genre(tiny_config):
+    task = TaskConfig(name="genre", kind="genre", max_examples=100)
+    passages = genre_sample(task, tiny_config, "val")
+    counts = Counter(p.label for p in passages)
+    assert counts == {"comedy": 33, "history": 33, "tragedy": 33}
+    assert len({p.play for p in passages}) > 6  # spread over the plays, not the first few
+
+
 def test_play_folds_need_two_plays_per_genre():
     passages = [Passage("a", "comedy", "x"), Passage("b", "comedy", "y")]
     passages += [Passage("c", "tragedy", "z")]
@@ -165,6 +175,8 @@ def test_cached_greedy_generation_equals_the_full_recompute(tiny_config, arch):
     assert torch.equal(fast, seq[:, 10:])
     banned = fast[:, 0].unique().tolist()
     assert not set(greedy_generate(model, prompts, 3, banned)[:, 0].tolist()) & set(banned)
+    short = greedy_generate(model, prompts, 8, stop=fast[:, 2].tolist())  # all stop by token 3
+    assert short.size(1) <= 3 and torch.equal(short, fast[:, : short.size(1)])
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "gru"])

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from tuner.config import ConfigError, RunConfig, TaskConfig
 from tuner.data import TokenData
-from tuner.tasks import CONTEXT_CHARS_PER_TOKEN, decode_prediction, line_breaks
+from tuner.tasks import CONTEXT_CHARS_PER_TOKEN, decode_prediction, line_tokens
 from tuner.tasks_model import generation_scores
 from tuner.tasks_text import continuation_examples
 
@@ -88,7 +88,7 @@ def ngram_continuation_baseline(
         text, task.max_examples, task.prompt_tokens * CONTEXT_CHARS_PER_TOKEN
     )
     model = NgramModel(data.train, data.vocab_size, order)
-    banned = line_breaks(tokenizer) if task.stop_at_newline else []
+    banned = line_tokens(tokenizer)[0] if task.stop_at_newline else []
 
     def encode(texts: list[str]) -> list[list[int]]:
         return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]

@@ -57,6 +57,7 @@ CLASSIFICATION_METRICS = ("accuracy", "f1", "majority_accuracy", "majority_f1")
 GENERATION_METRICS = ("bleu", "chrf", "exact_match", "token_accuracy")
 METRIC_DIRECTIONS = {name: "maximize" for name in CLASSIFICATION_METRICS + GENERATION_METRICS}
 """Every task metric is better when larger (bleu and chrf on sacrebleu's 0-100 scale)."""
+TASK_BATCH = 64
 CONTEXT_CHARS_PER_TOKEN = 16
 """Continuation prompts keep this many characters per prompt token before tokenizing."""
 
@@ -121,7 +122,9 @@ class Context:
 
     @property
     def batch_size(self) -> int:
-        return self.config.train.eval_batch_size
+        """Examples per forward pass: no logits over whole sequences are kept, so more than
+        the LM evaluation's `eval_batch_size` fit."""
+        return max(self.config.train.eval_batch_size, TASK_BATCH)
 
 
 def run_tasks(
@@ -176,7 +179,7 @@ def run_tasks(
 
 
 def _genre(task: TaskConfig, ctx: Context) -> tuple[dict[str, float], int]:
-    passages = _genre_passages(task, ctx.config, ctx.split)
+    passages = genre_sample(task, ctx.config, ctx.split)
     folds = play_folds(passages, task.folds, task.seed, f"eval.tasks.{task.name}")
     ids = ctx.encode([p.text for p in passages])
     labels = [p.label for p in passages]
@@ -198,11 +201,16 @@ def _genre(task: TaskConfig, ctx: Context) -> tuple[dict[str, float], int]:
     return classification_scores(y_true, y_pred, majority), len(passages)
 
 
-def _genre_passages(task: TaskConfig, config: RunConfig, split: str) -> list:
-    """The task's passages of `split` (built once per process, then spread-sampled)."""
+def genre_sample(task: TaskConfig, config: RunConfig, split: str) -> list:
+    """The same number of passages of each genre (max_examples / genres), spread evenly over
+    each genre's scenes, so that guessing the majority class is right a third of the time."""
     key = ("genre", config.data, split, task.passage_chars)
     passages = memo(key, lambda: genre_passages(config.data, split, task.passage_chars))
-    return evenly(passages, task.max_examples)
+    by_label: dict[str, list[int]] = {}
+    for i, p in enumerate(passages):
+        by_label.setdefault(p.label, []).append(i)
+    each = min([task.max_examples // max(len(by_label), 1), *map(len, by_label.values())])
+    return [passages[i] for i in sorted(i for ids in by_label.values() for i in evenly(ids, each))]
 
 
 def fold_splits(fold_of: list[int]) -> list[tuple[list[int], list[int]]]:
@@ -304,8 +312,8 @@ def prompt_length(task: TaskConfig, ctx: Context) -> int:
 
 def _generate_and_score(task: TaskConfig, ctx: Context, examples: list[Prompted]) -> dict:
     keep = prompt_length(task, ctx)
-    breaks = memo(("line_breaks", str(ctx.data.root)), lambda: line_breaks(ctx.tokenizer))
-    banned = breaks if task.stop_at_newline else []
+    empty, breaks = memo(("lines", str(ctx.data.root)), lambda: line_tokens(ctx.tokenizer))
+    banned, stop = (empty, breaks) if task.stop_at_newline else ([], [])
     prompts = [p[-keep:] or [0] for p in ctx.encode([e.prompt for e in examples])]
     refs = [r[: task.max_new_tokens] or [0] for r in ctx.encode([e.reference for e in examples])]
     hypotheses = [""] * len(examples)
@@ -318,7 +326,7 @@ def _generate_and_score(task: TaskConfig, ctx: Context, examples: list[Prompted]
             chunk = group[start : start + ctx.batch_size]
             batch = torch.tensor([prompts[i] for i in chunk], device=ctx.device)
             with ctx.autocast():
-                new = greedy_generate(ctx.model, batch, task.max_new_tokens, banned)
+                new = greedy_generate(ctx.model, batch, task.max_new_tokens, banned, stop)
                 h, t = reference_hits(ctx.model, batch, [refs[i] for i in chunk])
             hits, total = hits + h, total + t
             for i, row in zip(chunk, new.tolist(), strict=True):
@@ -326,15 +334,18 @@ def _generate_and_score(task: TaskConfig, ctx: Context, examples: list[Prompted]
     return generation_scores(hypotheses, [e.reference for e in examples], hits, total)
 
 
-def line_breaks(tokenizer: Tokenizer) -> list[int]:
-    """Token ids that would end a line before it starts (a newline first, or special)."""
+def line_tokens(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """(ids that would end a line before it starts: a newline first, or special; ids that
+    hold a newline anywhere, after which a line is over)."""
     specials = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
-    out = []
-    for token, idx in tokenizer.get_vocab().items():
+    empty, breaks = [], []
+    for token, idx in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
         text = tokenizer.decode([idx], skip_special_tokens=False)
         if token in specials or text.lstrip(" \t").startswith(("\n", "\r")):
-            out.append(idx)
-    return sorted(out)
+            empty.append(idx)
+        if "\n" in text or token in specials:
+            breaks.append(idx)
+    return empty, breaks
 
 
 def decode_prediction(tokenizer: Tokenizer, ids: list[int], stop_at_newline: bool) -> str:
@@ -367,7 +378,7 @@ def validate_tasks(config: RunConfig, splits: tuple[str, ...] = ("val",)) -> Non
                     f"the labels), not {config.data.source!r}"
                 )
             for split in splits:
-                play_folds(_genre_passages(task, config, split), task.folds, task.seed, where)
+                play_folds(genre_sample(task, config, split), task.folds, task.seed, where)
         transformer = config.model.arch in ("gpt2", "llama")
         generates = task.kind in ("continuation", "generation")
         if generates and transformer and config.train.seq_len <= task.max_new_tokens:

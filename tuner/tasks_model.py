@@ -175,15 +175,29 @@ def classification_scores(
 
 @torch.no_grad()
 def greedy_generate(
-    model: nn.Module, prompts: torch.Tensor, n_new: int, banned_first: Sequence[int] = ()
+    model: nn.Module,
+    prompts: torch.Tensor,
+    n_new: int,
+    banned_first: Sequence[int] = (),
+    stop: Sequence[int] = (),
 ) -> torch.Tensor:
-    """(B, P) prompts of one length -> (B, n_new) greedy tokens, with the KV cache for
+    """(B, P) prompts of one length -> (B, <= n_new) greedy tokens, with the KV cache for
     transformers and the recurrent state for lstm/gru (one token's work per step).
     `banned_first` are never the first token (as `min_new_tokens` keeps EOS out in
-    transformers' generate): a task that asks for a line must not get an empty one."""
+    transformers' generate): a task that asks for a line must not get an empty one.
+    Generation ends early once every row has produced a token of `stop`."""
     was_training = model.training
     model.eval()
     banned = torch.tensor(list(banned_first), dtype=torch.long, device=prompts.device)
+    stops = torch.tensor(list(stop), dtype=torch.long, device=prompts.device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=prompts.device)
+
+    def finished(token: torch.Tensor) -> bool:
+        nonlocal done
+        if not len(stops):
+            return False
+        done = done | torch.isin(token, stops)
+        return bool(done.all())
 
     def pick(scores: torch.Tensor, first: bool) -> torch.Tensor:
         if first and len(banned):
@@ -193,20 +207,28 @@ def greedy_generate(
     out = []
     if hasattr(model, "config"):
         name = cache_argument(model)
-        step = model(input_ids=prompts, use_cache=True)
+        step = model(input_ids=prompts, use_cache=True, **last_logits_only(model))
         for i in range(n_new):
             out.append(pick(step.logits[:, -1], i == 0))
-            if i + 1 < n_new:
-                past = getattr(step, name)
-                step = model(input_ids=out[-1][:, None], use_cache=True, **{name: past})
+            if i + 1 == n_new or finished(out[-1]):
+                break
+            past = getattr(step, name)
+            step = model(input_ids=out[-1][:, None], use_cache=True, **{name: past})
     else:
         h, state = model.rnn(model.embed(prompts))
         for i in range(n_new):
             out.append(pick(model.head(h[:, -1]), i == 0))
-            if i + 1 < n_new:
-                h, state = model.rnn(model.embed(out[-1][:, None]), state)
+            if i + 1 == n_new or finished(out[-1]):
+                break
+            h, state = model.rnn(model.embed(out[-1][:, None]), state)
     model.train(was_training)
     return torch.stack(out, 1)
+
+
+def last_logits_only(model: nn.Module) -> dict[str, int]:
+    """Ask transformers for the last position's logits only (a prompt's others are unused)."""
+    params = inspect.signature(model.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
 def cache_argument(model: nn.Module) -> str:

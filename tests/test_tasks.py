@@ -30,7 +30,6 @@ from tuner.tasks_model import (
     greedy_generate,
     last_hidden,
     pooled_features,
-    reference_hits,
 )
 from tuner.tasks_text import Passage, genre_passages, play_folds
 from tuner.train import train_run
@@ -168,15 +167,32 @@ def test_cached_greedy_generation_equals_the_full_recompute(tiny_config, arch):
     torch.manual_seed(0)
     model = build_model(tiny_config.replace("model.arch", arch).model, 97, 32).eval()
     prompts = torch.randint(97, (3, 10))
-    fast = greedy_generate(model, prompts, 8)
+    fast, _, _ = greedy_generate(model, prompts, 8)
     seq = prompts
     for _ in range(8):
         seq = torch.cat([seq, logits(model, seq)[:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(fast, seq[:, 10:])
     banned = fast[:, 0].unique().tolist()
-    assert not set(greedy_generate(model, prompts, 3, banned)[:, 0].tolist()) & set(banned)
-    short = greedy_generate(model, prompts, 8, stop=fast[:, 2].tolist())  # all stop by token 3
+    assert not set(greedy_generate(model, prompts, 3, banned)[0][:, 0].tolist()) & set(banned)
+    short, _, _ = greedy_generate(model, prompts, 8, stop=fast[:, 2].tolist())  # all stop by 3
     assert short.size(1) <= 3 and torch.equal(short, fast[:, : short.size(1)])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gru"])
+def test_reference_hits_count_teacher_forced_argmax(tiny_config, arch):
+    """References: the model's own greedy tokens with one changed, of lengths 6, 5, 4."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config.replace("model.arch", arch).model, 97, 32).eval()
+    prompts = torch.randint(97, (3, 10))
+    own, _, _ = greedy_generate(model, prompts, 6)
+    refs = [own[row, : 6 - row].tolist() for row in range(3)]
+    refs[0][2] = (refs[0][2] + 1) % 97
+    _, hits, total = greedy_generate(model, prompts, 6, references=refs)
+    expected = 0
+    for p, r in zip(prompts.tolist(), refs, strict=True):
+        out = logits(model, torch.tensor([p + r]))[0]
+        expected += sum(int(out[len(p) - 1 + j].argmax()) == t for j, t in enumerate(r))
+    assert (hits, total) == (expected, 15) and 0 < hits < total
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "gru"])
@@ -195,18 +211,6 @@ def test_pooled_features_are_the_mean_hidden_state_whatever_the_batch(tiny_confi
         with torch.no_grad():
             out = model(input_ids=torch.tensor([ids[2]]), output_hidden_states=True)
         assert np.allclose(feats[2], out.hidden_states[-1][0].mean(0).numpy(), atol=1e-5)
-
-
-def test_reference_hits_count_teacher_forced_argmax(trained):
-    _, model, data = trained
-    prompts = torch.from_numpy(np.asarray(data.val[:40], dtype=np.int64)).view(4, 10)
-    refs = [data.val[40 + 5 * i : 45 + 5 * i - i].tolist() for i in range(4)]  # 5, 4, 3, 2
-    hits, total = reference_hits(model, prompts, refs)
-    expected = 0
-    for p, r in zip(prompts.tolist(), refs, strict=True):
-        out = logits(model, torch.tensor([p + r]))[0]
-        expected += sum(int(out[len(p) - 1 + j].argmax()) == t for j, t in enumerate(r))
-    assert (hits, total) == (expected, 14)
 
 
 def test_ngram_backs_off_to_shorter_contexts():
@@ -278,7 +282,7 @@ def test_generation_scores_a_model_against_its_own_output(trained, tmp_path):
     refs = []
     for text in prompts:
         ids = torch.tensor([tok.encode(text, add_special_tokens=False).ids])
-        out = tok.decode(greedy_generate(model, ids, 6)[0].tolist())
+        out = tok.decode(greedy_generate(model, ids, 6)[0][0].tolist())
         refs.append(out)
     rows = [{"prompt": p, "reference": r} for p, r in zip(prompts, refs, strict=True)]
     config = with_tasks(

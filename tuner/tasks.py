@@ -39,7 +39,6 @@ from tuner.tasks_model import (
     greedy_generate,
     pooled_features,
     probe_predict,
-    reference_hits,
 )
 from tuner.tasks_text import (
     Prompted,
@@ -58,6 +57,11 @@ GENERATION_METRICS = ("bleu", "chrf", "exact_match", "token_accuracy")
 METRIC_DIRECTIONS = {name: "maximize" for name in CLASSIFICATION_METRICS + GENERATION_METRICS}
 """Every task metric is better when larger (bleu and chrf on sacrebleu's 0-100 scale)."""
 TASK_BATCH = 64
+"""Examples per forward pass at least (more if train.eval_batch_size says so)."""
+GENERATION_BATCH = 256
+"""Prompts generated together: one model call per new token for all of them..."""
+LOGITS_PER_BATCH = 1 << 25
+"""...unless their teacher-forced logits (prompts x new tokens x vocab) would pass this."""
 CONTEXT_CHARS_PER_TOKEN = 16
 """Continuation prompts keep this many characters per prompt token before tokenizing."""
 
@@ -311,25 +315,27 @@ def prompt_length(task: TaskConfig, ctx: Context) -> int:
 
 
 def _generate_and_score(task: TaskConfig, ctx: Context, examples: list[Prompted]) -> dict:
-    keep = prompt_length(task, ctx)
+    keep, new = prompt_length(task, ctx), task.max_new_tokens
     empty, breaks = memo(("lines", str(ctx.data.root)), lambda: line_tokens(ctx.tokenizer))
     banned, stop = (empty, breaks) if task.stop_at_newline else ([], [])
     prompts = [p[-keep:] or [0] for p in ctx.encode([e.prompt for e in examples])]
-    refs = [r[: task.max_new_tokens] or [0] for r in ctx.encode([e.reference for e in examples])]
+    refs = [r[:new] or [0] for r in ctx.encode([e.reference for e in examples])]
     hypotheses = [""] * len(examples)
     hits = total = 0
     by_length: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):  # one length per batch: no padding inside a prompt
         by_length.setdefault(len(p), []).append(i)
+    batch_size = max(1, min(GENERATION_BATCH, LOGITS_PER_BATCH // (ctx.data.vocab_size * new)))
     for group in by_length.values():
-        for start in range(0, len(group), ctx.batch_size):
-            chunk = group[start : start + ctx.batch_size]
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
             batch = torch.tensor([prompts[i] for i in chunk], device=ctx.device)
             with ctx.autocast():
-                new = greedy_generate(ctx.model, batch, task.max_new_tokens, banned, stop)
-                h, t = reference_hits(ctx.model, batch, [refs[i] for i in chunk])
+                out, h, t = greedy_generate(
+                    ctx.model, batch, new, banned, stop, [refs[i] for i in chunk]
+                )
             hits, total = hits + h, total + t
-            for i, row in zip(chunk, new.tolist(), strict=True):
+            for i, row in zip(chunk, out.tolist(), strict=True):
                 hypotheses[i] = decode_prediction(ctx.tokenizer, row, task.stop_at_newline)
     return generation_scores(hypotheses, [e.reference for e in examples], hits, total)
 

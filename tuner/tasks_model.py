@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner.models import logits as model_logits
-
 Autocast = Callable[[], AbstractContextManager]
 
 
@@ -173,6 +171,40 @@ def classification_scores(
 # ---------------------------------------------------------------- generation
 
 
+class Stepper:
+    """Feeds tokens to a model one chunk at a time, keeping its state between chunks: the KV
+    cache for transformers, the recurrent state for lstm/gru. `copy()` forks the state, so one
+    prompt's prefill serves both generation and the teacher-forced check."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.state = None
+        self.hf = hasattr(model, "config")
+        if self.hf:
+            params = inspect.signature(model.forward).parameters
+            # transformers 5 names the KV cache `cache`; 4.x named it `past_key_values`
+            self.cache_name = "cache" if "cache" in params else "past_key_values"
+            self.can_keep_last = "logits_to_keep" in params
+
+    def __call__(self, ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, T) tokens after the state -> (B, T, V) logits, or (B, 1, V) for the last
+        position only (a prompt's other positions are never read); the state moves past them."""
+        if self.hf:
+            extra = {self.cache_name: self.state} if self.state is not None else {}
+            if last_only and self.can_keep_last:
+                extra["logits_to_keep"] = 1
+            out = self.model(input_ids=ids, use_cache=True, **extra)
+            self.state = getattr(out, self.cache_name)
+            return out.logits[:, -1:] if last_only else out.logits
+        h, self.state = self.model.rnn(self.model.embed(ids), self.state)
+        return self.model.head(h[:, -1:] if last_only else h)
+
+    def copy(self) -> Stepper:
+        twin = copy.copy(self)
+        twin.state = copy.deepcopy(self.state)
+        return twin
+
+
 @torch.no_grad()
 def greedy_generate(
     model: nn.Module,
@@ -180,83 +212,52 @@ def greedy_generate(
     n_new: int,
     banned_first: Sequence[int] = (),
     stop: Sequence[int] = (),
-) -> torch.Tensor:
-    """(B, P) prompts of one length -> (B, <= n_new) greedy tokens, with the KV cache for
-    transformers and the recurrent state for lstm/gru (one token's work per step).
-    `banned_first` are never the first token (as `min_new_tokens` keeps EOS out in
-    transformers' generate): a task that asks for a line must not get an empty one.
-    Generation ends early once every row has produced a token of `stop`."""
+    references: Sequence[Sequence[int]] = (),
+) -> tuple[torch.Tensor, int, int]:
+    """(B, P) prompts of one length -> ((B, <= n_new) greedy tokens, hits, total).
+
+    One token's work per step (KV cache or recurrent state). `banned_first` are never the
+    first token (as `min_new_tokens` keeps EOS out in transformers' generate): a task that asks
+    for a line must not get an empty one. Generation ends once every row has produced a token
+    of `stop`. With `references`, hits/total count teacher-forced next-token hits on them,
+    from the same prefill (right padding is safe: the models are causal)."""
     was_training = model.training
     model.eval()
-    banned = torch.tensor(list(banned_first), dtype=torch.long, device=prompts.device)
-    stops = torch.tensor(list(stop), dtype=torch.long, device=prompts.device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=prompts.device)
-
-    def finished(token: torch.Tensor) -> bool:
-        nonlocal done
-        if not len(stops):
-            return False
-        done = done | torch.isin(token, stops)
-        return bool(done.all())
-
-    def pick(scores: torch.Tensor, first: bool) -> torch.Tensor:
-        if first and len(banned):
-            scores = scores.float().index_fill(-1, banned, float("-inf"))
-        return scores.argmax(-1)
-
+    device = prompts.device
+    step = Stepper(model)
+    last = step(prompts, last_only=True)[:, -1]  # (B, V)
+    hits = total = 0
+    if references:
+        refs, mask = pad(references, device)
+        guess = last.argmax(-1)[:, None]
+        if refs.size(1) > 1:
+            guess = torch.cat([guess, step.copy()(refs[:, :-1]).argmax(-1)], 1)  # (B, R)
+        hits, total = int(((guess == refs) & mask).sum()), int(mask.sum())
+    banned = torch.tensor(list(banned_first), dtype=torch.long, device=device)
+    stops = torch.tensor(list(stop), dtype=torch.long, device=device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     out = []
-    if hasattr(model, "config"):
-        name = cache_argument(model)
-        step = model(input_ids=prompts, use_cache=True, **last_logits_only(model))
-        for i in range(n_new):
-            out.append(pick(step.logits[:, -1], i == 0))
-            if i + 1 == n_new or finished(out[-1]):
-                break
-            past = getattr(step, name)
-            step = model(input_ids=out[-1][:, None], use_cache=True, **{name: past})
-    else:
-        h, state = model.rnn(model.embed(prompts))
-        for i in range(n_new):
-            out.append(pick(model.head(h[:, -1]), i == 0))
-            if i + 1 == n_new or finished(out[-1]):
-                break
-            h, state = model.rnn(model.embed(out[-1][:, None]), state)
+    for i in range(n_new):
+        if i == 0 and len(banned):
+            last = last.float().index_fill(-1, banned, float("-inf"))
+        out.append(last.argmax(-1))
+        done |= torch.isin(out[-1], stops)
+        if i + 1 == n_new or (len(stops) and bool(done.all())):
+            break
+        last = step(out[-1][:, None], last_only=True)[:, -1]
     model.train(was_training)
-    return torch.stack(out, 1)
+    return torch.stack(out, 1), hits, total
 
 
-def last_logits_only(model: nn.Module) -> dict[str, int]:
-    """Ask transformers for the last position's logits only (a prompt's others are unused)."""
-    params = inspect.signature(model.forward).parameters
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-
-
-def cache_argument(model: nn.Module) -> str:
-    """transformers 5 names the KV cache `cache`; 4.x named it `past_key_values`."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-@torch.no_grad()
-def reference_hits(
-    model: nn.Module, prompts: torch.Tensor, references: Sequence[Sequence[int]]
-) -> tuple[int, int]:
-    """Teacher-forced next-token hits on the reference tokens after each prompt: (correct,
-    total). Right padding is safe: the models are causal."""
-    was_training = model.training
-    model.eval()
-    n_prompt = prompts.size(1)
-    length = max(len(r) for r in references)
-    refs = torch.zeros(len(references), length, dtype=torch.long)
-    mask = torch.zeros(len(references), length, dtype=torch.bool)
-    for row, ref in enumerate(references):
-        refs[row, : len(ref)] = torch.tensor(list(ref), dtype=torch.long)
-        mask[row, : len(ref)] = True
-    refs, mask = refs.to(prompts.device), mask.to(prompts.device)
-    seq = torch.cat([prompts, refs[:, :-1]], 1)  # inputs predicting every reference token
-    guess = model_logits(model, seq)[:, n_prompt - 1 :].argmax(-1)  # (B, R)
-    model.train(was_training)
-    return int(((guess == refs) & mask).sum()), int(mask.sum())
+def pad(seqs: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, L) ids and the mask of real tokens."""
+    length = max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), length, dtype=torch.long)
+    mask = torch.zeros(len(seqs), length, dtype=torch.bool)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, : len(seq)] = True
+    return ids.to(device), mask.to(device)
 
 
 def generation_scores(

@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     name = "tasks" + ("-quick" if args.quick else "")
     name += "" if (args.arch, args.size) == ("gpt2", "micro") else f"-{args.arch}-{args.size}"
+    name += "" if args.tokens in (65_536, 196_608) else f"-{args.tokens // 1024}k"
     payload: dict[str, Any] = {
         "command": "python bench/tasks.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "args": vars(args),

@@ -12,7 +12,15 @@ import pytest
 import torch
 
 from tests.conftest import TINY_BASE
-from tuner.config import ConfigError, DataConfig, EvalConfig, RunConfig, TaskConfig, from_dict
+from tuner.config import (
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    RunConfig,
+    TaskConfig,
+    from_dict,
+    load_run_config,
+)
 from tuner.data import load_token_data, prepare_documents
 from tuner.models import build_model, logits
 from tuner.ngram import NgramModel, ngram_continuation_baseline
@@ -401,3 +409,23 @@ def test_an_empty_eval_section_changes_nothing():
         k: v for k, v in plain.flat().items() if not k.startswith("eval.")
     }
     assert math.isfinite(flat["eval.tasks.genre.probe_c"])
+
+
+def test_eval_section_round_trips_through_yaml(tmp_path):
+    text = """
+eval:
+  every_milestone: true
+  tasks:
+    - {name: genre, kind: genre, max_examples: 96}
+    - name: topic
+      kind: classification
+      method: finetune
+      data_files: {train: train.csv, validation: [val.csv]}
+"""
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    config = load_run_config(path)
+    assert config.eval.every_milestone and config.eval.tasks[0].max_examples == 96
+    assert config.eval.tasks[1].data_files == {"train": ("train.csv",), "validation": ("val.csv",)}
+    path.write_text(config.to_yaml())
+    assert load_run_config(path) == config

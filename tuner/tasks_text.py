@@ -33,12 +33,15 @@ MIN_REFERENCE_CHARS = 8
 """A continuation target line shorter than this ("Ay.") says little about a model."""
 
 
-def memo(key: Any, build: Callable[[], T], _cache: dict[str, Any] = {}) -> T:  # noqa: B006
+_MEMO: dict[str, Any] = {}
+
+
+def memo(key: Any, build: Callable[[], T]) -> T:
     """Build once per process: every trial of a study reads the same examples."""
     blob = json.dumps(key, sort_keys=True, default=str)
-    if blob not in _cache:
-        _cache[blob] = build()
-    return _cache[blob]
+    if blob not in _MEMO:
+        _MEMO[blob] = build()
+    return _MEMO[blob]
 
 
 def evenly(items: Sequence[T], n: int) -> list[T]:

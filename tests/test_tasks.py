@@ -12,16 +12,10 @@ import pytest
 import torch
 
 from tests.conftest import TINY_BASE
-from tuner.config import (
-    ConfigError,
-    DataConfig,
-    EvalConfig,
-    RunConfig,
-    TaskConfig,
-    from_dict,
-    load_run_config,
-)
+from tuner import metrics
+from tuner.config import ConfigError, DataConfig, RunConfig, from_dict, load_run_config
 from tuner.data import load_token_data, prepare_documents
+from tuner.evalconfig import EvalConfig, TaskConfig
 from tuner.models import build_model, logits
 from tuner.ngram import NgramModel, ngram_continuation_baseline
 from tuner.tasks import (
@@ -29,9 +23,7 @@ from tuner.tasks import (
     fold_splits,
     genre_sample,
     line_tokens,
-    metric_direction,
     run_tasks,
-    task_metric_names,
     validate_tasks,
 )
 from tuner.tasks_model import (
@@ -107,14 +99,15 @@ def test_metric_names_and_directions():
             TaskConfig(name="lines", kind="continuation"),
         )
     )
-    names = task_metric_names(config)
+    names = config.metric_names()
     assert names[:2] == ["task.genre.accuracy", "task.genre.f1"]
     assert "task.lines.bleu" in names and "task.lines.chrf" in names
     assert "task.genre.bleu" not in names and "task.lines.f1" not in names
-    assert {metric_direction(n) for n in names} == {"maximize"}
-    with pytest.raises(ConfigError, match="'val_loss' is not a task metric"):
-        metric_direction("val_loss")
-    assert task_metric_names(EvalConfig()) == []
+    assert {metrics.direction(n) for n in names} == {"maximize"}
+    assert metrics.get("task.lines.seconds").objective is False
+    with pytest.raises(ConfigError, match="unknown metric 'task.lines.speed'"):
+        metrics.get("task.lines.speed")
+    assert EvalConfig().metric_names() == []
 
 
 # ---------------------------------------------------------------- the genre split
@@ -264,7 +257,7 @@ def test_every_kind_on_a_tiny_trained_model(trained, tmp_path):
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     results = run_tasks(config, model, data, CPU, split="val")
-    assert sorted(results.metrics) == sorted(task_metric_names(config.eval))
+    assert sorted(results.metrics) == sorted(config.eval.metric_names())
     m = results.metrics
     for name in ("genre", "topic"):
         for metric in ("accuracy", "f1", "majority_accuracy", "majority_f1"):

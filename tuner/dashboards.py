@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from tuner import metrics
 from tuner.errors import ConfigError
 from tuner.metrics import COST_AXES
 from tuner.records import FINISHED, TrialRecord
@@ -97,6 +98,8 @@ class DashboardData:
     waiting: int
     cost_keys: list[str]
     """Cost axes some complete trial has a positive value for."""
+    task_metrics: list[str]
+    """Downstream task scores (`task.NAME.METRIC`) some complete trial recorded."""
     fronts: dict[str, list[int]]
     """x key (n_params or a cost key) -> trial numbers on the Pareto front, by increasing x."""
     history: History
@@ -146,6 +149,7 @@ def gather(handle: StudyHandle, metric: str | None = None) -> DashboardData:
     complete = [t for t in trials if t.state == "COMPLETE"]
     metric = metric or _default_metric(finished)
     cost_keys = [k for k in COST_AXES if any(t.metric(k) and t.metric(k) > 0 for t in complete)]
+    task_metrics = sorted({k for t in complete for k in t.metrics if _is_task_score(k)})
     fronts = {
         key: pareto_front([(t.number, t.metric(key), t.metric(metric)) for t in complete])
         for key in ["n_params", *cost_keys]
@@ -169,6 +173,7 @@ def gather(handle: StudyHandle, metric: str | None = None) -> DashboardData:
         running=sum(t.state == states.RUNNING for t in all_trials),
         waiting=sum(t.state == states.WAITING for t in all_trials),
         cost_keys=cost_keys,
+        task_metrics=task_metrics,
         fronts=fronts,
         history=history(trials, objectives[0][1], cost_keys),
         importance=importance,
@@ -191,6 +196,15 @@ def _point(t: TrialRecord, group: str) -> TrialPoint:
         batch_size=int(batch) if finite(batch) else None,
         numbers={k: float(v) for k, v in (t.cost | t.metrics).items() if finite(v)},
     )
+
+
+def _is_task_score(name: str) -> bool:
+    if not name.startswith(metrics.TASK_PREFIX):
+        return False
+    try:
+        return metrics.get(name).objective
+    except ConfigError:
+        return False
 
 
 def _group_labels(trials: Sequence[TrialRecord]) -> dict[int, str]:

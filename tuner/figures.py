@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from tuner import metrics
 from tuner.dashboards import DashboardData, TrialPoint
-from tuner.figures_space import fig_importance, fig_lr_batch, fig_parallel, fig_top
+from tuner.figures_space import fig_importance, fig_lr_batch, fig_parallel, fig_tasks, fig_top
 from tuner.plotstyle import (
     FRONT_COLOR,
     OUTCOME_STYLE,
     PALETTE,
     base_layout,
+    menu,
     message,
     scatter_type,
     trial_hover,
@@ -69,6 +70,12 @@ FIGURES = (  # id, title, caption
         "Learning rate against batch size",
         "Colour is the objective; batch sizes are spread a little sideways so points do not hide.",
     ),
+    (
+        "tasks",
+        "Downstream tasks against perplexity",
+        "Each task score (eval.tasks) of every complete trial against its perplexity: the lower "
+        "perplexity is not always the better model for the task. Pick the score with the menu.",
+    ),
     ("top", "Top trials", "Best complete trials on the first objective, with their MLflow runs."),
 )
 
@@ -87,6 +94,7 @@ def figures(data: DashboardData) -> dict[str, go.Figure]:
         "importance": fig_importance,
         "parallel": fig_parallel,
         "lr_batch": fig_lr_batch,
+        "tasks": fig_tasks,
         "top": fig_top,
     }
     return {key: draw[key](data) for key, _, _ in FIGURES}
@@ -186,7 +194,7 @@ def fig_cost(data: DashboardData) -> go.Figure:
         fig,
         xaxis={"type": "log", "title": metrics.label(first)},
         yaxis=_y_axis(data),
-        updatemenus=[_menu(buttons)],
+        updatemenus=[menu(buttons)],
     )
 
 
@@ -195,18 +203,6 @@ def _y_axis(data: DashboardData) -> dict[str, Any]:
     return {
         "title": metrics.label(data.metric),
         "type": "log" if data.metric == "val_perplexity" else "linear",
-    }
-
-
-def _menu(buttons: list[dict]) -> dict:
-    return {
-        "buttons": buttons,
-        "direction": "down",
-        "x": 0.0,
-        "xanchor": "left",
-        "y": 1.14,
-        "yanchor": "top",
-        "showactive": True,
     }
 
 
@@ -245,7 +241,7 @@ def fig_history(data: DashboardData) -> go.Figure:
             }
             for k in data.cost_keys
         ]
-        fig.update_layout(updatemenus=[_menu(buttons) | {"x": 1.0, "xanchor": "right"}])
+        fig.update_layout(updatemenus=[menu(buttons) | {"x": 1.0, "xanchor": "right"}])
     fig.update_xaxes(title_text="trial number", row=1, col=1)
     cost_label = metrics.label(cost_key) if cost_key else "cost"
     fig.update_xaxes(title_text=f"cumulative {cost_label}", row=1, col=2)

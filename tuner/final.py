@@ -213,6 +213,10 @@ def train_final(
         check_vocab(saved, data)
     else:
         data = load_token_data(config.data, config.tokenizer)
+    if config.eval.tasks:  # datasets, columns and classes, before training
+        from tuner.tasks import validate_tasks
+
+        validate_tasks(config, ("test",))
     tags = _run_tags(prov, saved, out_dir)
     run = FinalRun(uri, experiment, study, config, tags)
     try:
@@ -269,6 +273,12 @@ def _train_and_save(
             "try a lower optim.lr or a larger train.tokens"
         )
     test = score(result.model, data.test, data, config, TEST_TOKENS_MAX, "test_")
+    if config.eval.tasks:  # downstream tasks on the test split: metrics task.NAME.METRIC
+        from tuner.tasks import run_tasks
+
+        tasks = run_tasks(config, result.model, data, split="test")
+        test |= tasks.flat()
+        result.cost["task_seconds"] = tasks.total_seconds
     figures = {k: result.cost[k] for k in LOGGED_COST if k in result.cost}
     run.log_metrics(test | figures, step=int(result.cost["tokens_seen"]))
     metrics = {"val": result.metrics, "test": test, "init_val": init_val, "cost": result.cost}

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from tuner.config import ConfigError, RunConfig, TaskConfig
+from tuner.config import RunConfig
 from tuner.data import TokenData
+from tuner.errors import ConfigError
+from tuner.evalconfig import TaskConfig
 from tuner.tasks import CONTEXT_CHARS_PER_TOKEN, decode_prediction, line_tokens
 from tuner.tasks_model import generation_scores
 from tuner.tasks_text import continuation_examples

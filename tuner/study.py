@@ -112,6 +112,10 @@ def create_study(
     the default journal file: SQLite answers concurrent writers with "database is locked".
     """
     stores.check_study_name(name)
+    if space.base.eval.tasks:  # datasets, columns and classes, before anything is written
+        from tuner.tasks import validate_tasks
+
+        validate_tasks(space.base, ("val",))
     if storage_url is None:
         _check_new_name(name)
         storage_url = stores.default_journal() if local_workers > 1 else stores.default_storage()

@@ -15,7 +15,7 @@ Kinds:
 - `classification` / `generation`: the same two on a user's dataset (hub or local files).
 
 `validate_tasks` checks everything that can be checked before a trial trains;
-`task_metric_names` lists what a study may use as an objective.
+`EvalConfig.metric_names()` lists what a study may use as an objective.
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from tuner.config import CLASSIFICATION_KINDS, ConfigError, EvalConfig, RunConfig, TaskConfig
+from tuner.config import RunConfig
 from tuner.data import TokenData
+from tuner.errors import ConfigError
+from tuner.evalconfig import TaskConfig
+from tuner.metrics import TASK_METRICS
 from tuner.models import max_positions
 from tuner.tasks_model import (
     classification_scores,
@@ -52,10 +55,8 @@ from tuner.tasks_text import (
     texts_of,
 )
 
-CLASSIFICATION_METRICS = ("accuracy", "f1", "majority_accuracy", "majority_f1")
-GENERATION_METRICS = ("bleu", "chrf", "exact_match", "token_accuracy")
-METRIC_DIRECTIONS = {name: "maximize" for name in CLASSIFICATION_METRICS + GENERATION_METRICS}
-"""Every task metric is better when larger (bleu and chrf on sacrebleu's 0-100 scale)."""
+CLASSIFICATION_METRICS = TASK_METRICS["classification"]
+GENERATION_METRICS = TASK_METRICS["generation"]
 TASK_BATCH = 64
 """Examples per forward pass at least (more if train.eval_batch_size says so)."""
 GENERATION_BATCH = 256
@@ -88,23 +89,6 @@ class TaskResults:
             out[f"task.{name}.seconds"] = seconds
             out[f"task.{name}.examples"] = float(self.examples.get(name, 0))
         return out
-
-
-def task_metric_names(eval_config: EvalConfig) -> list[str]:
-    """Every metric the configured tasks produce, as `task.NAME.METRIC`."""
-    out = []
-    for task in eval_config.tasks:
-        kinds = CLASSIFICATION_METRICS if task.kind in CLASSIFICATION_KINDS else GENERATION_METRICS
-        out += [f"task.{task.name}.{metric}" for metric in kinds]
-    return out
-
-
-def metric_direction(name: str) -> str:
-    """`maximize` for a task metric name `task.NAME.METRIC`; ConfigError for anything else."""
-    parts = name.split(".")
-    if len(parts) != 3 or parts[0] != "task" or parts[2] not in METRIC_DIRECTIONS:
-        raise ConfigError(f"objective.metric: {name!r} is not a task metric (task.NAME.METRIC)")
-    return METRIC_DIRECTIONS[parts[2]]
 
 
 @dataclass

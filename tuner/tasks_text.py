@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from tuner import stores
-from tuner.config import ConfigError, DataConfig, TaskConfig, to_dict
+from tuner.config import DataConfig, to_dict
 from tuner.data import clean, is_kept, shakespeare_plays, split_of
+from tuner.errors import ConfigError
+from tuner.evalconfig import TaskConfig
 
 T = TypeVar("T")
 

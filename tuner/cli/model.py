@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from tuner.cli.common import StorageOpt, TrackingOpt, err, out, user_errors
+from tuner.metrics import get
 from tuner.units import si
 
 
@@ -107,6 +108,10 @@ def train(
         f"{test['test_bpb']:.3f}) after {si(result.cost['tokens_seen'])} tokens",
         soft_wrap=True,
     )
+    scores = [(k, v) for k, v in test.items() if k.startswith("task.") and get(k).objective]
+    if scores:
+        shown = ", ".join(f"{k.removeprefix('task.')} {v:.4g}" for k, v in scores)
+        out.print(f"test split tasks: {shown}", soft_wrap=True)
     out.print(
         f"saved {result.out_dir}; MLflow run {result.run_id} in experiment "
         f"{result.experiment}; registered {result.registered_name} v{result.version}",

@@ -117,5 +117,3 @@ class EvalConfig:
             family = "classification" if task.kind in CLASSIFICATION_KINDS else "generation"
             out += [f"{TASK_PREFIX}{task.name}.{metric}" for metric in TASK_METRICS[family]]
         return out
-
-

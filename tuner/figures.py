@@ -24,7 +24,7 @@ from tuner.plotstyle import (
     scatter_type,
     trial_hover,
 )
-from tuner.units import si
+from tuner.units import plural, si
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -310,7 +310,7 @@ def fig_curves(data: DashboardData) -> go.Figure:
                 line={"color": FRONT_COLOR, "width": 3},
             )
         )
-    shown = f"{len(chosen)} of {sum(bool(t.curve) for t in data.trials)} curves"
+    shown = f"{len(chosen)} of {plural(sum(bool(t.curve) for t in data.trials), 'curve')}"
     return base_layout(
         fig,
         xaxis={"title": "tokens seen"},

@@ -107,7 +107,8 @@ def trial_columns(
     objective(s), the hyperparameters, size and the other metrics. `requested` (`--columns`)
     names them instead; `every` adds the reason and the MLflow run (csv, json)."""
     params = [p.name for p in handle.space.params]
-    known = _known_columns(params)
+    numeric = {p.name for p in handle.space.params if all(map(_is_number, p.choices))}
+    known = _known_columns(params, numeric)
     if requested is not None:
         return _requested(requested, known, params)
     keys = ["best", "trial", "state"]
@@ -123,10 +124,10 @@ def trial_columns(
     return [known[k] for k in seen]
 
 
-def _known_columns(params: list[str]) -> dict[str, Column]:
+def _known_columns(params: list[str], numeric: set[str]) -> dict[str, Column]:
     known = dict(FIXED)
     known.update({name: _metric_column(name) for name in metrics.REGISTRY})
-    known.update({f"param.{p}": Column(f"param.{p}", short_name(p), True) for p in params})
+    known.update({f"param.{p}": Column(f"param.{p}", short_name(p), p in numeric) for p in params})
     return known
 
 
@@ -143,6 +144,10 @@ def _requested(text: str, known: dict[str, Column], params: list[str]) -> list[C
             raise ConfigError(f"--columns {name}: unknown column (one of {choices})")
         columns.append(known[key])
     return columns
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _seconds(value: float | None) -> str:

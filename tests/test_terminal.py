@@ -83,22 +83,26 @@ def test_trial_timer_resets_and_eta_rate_show():
     assert "1/3" in trials_line and "ETA 0:00:0" in trials_line and "best 6.5 (#0)" in trials_line
     assert "800/2k" in tokens_line and "tok/s" in tokens_line and "ETA 0:00:0" in tokens_line
     out = buffer.getvalue()
-    assert "trial 0 lr=0.001 batch=8" in out and "trial 0 COMPLETE  val_loss 6.5000" in out
+    assert "trial 0 lr=0.001 batch=8" in out
+    assert "trial 0 COMPLETE  val_loss 6.5000  ppl 2.00  bpb 1.5000" in out
 
 
 def test_study_eta_from_finished_trials_or_the_current_pace():
     console, _ = quiet_console()
     reporter = RichReporter(5, 2, "val_loss", console)
     reporter.durations = [10.0, 20.0]
-    assert reporter.study_eta(0.5) == pytest.approx(2.5 * 15.0)
+    assert reporter.study_eta(0.0) == pytest.approx(3 * 15.0)  # between trials
+    # the current trial's own time left, then two more trials at the mean
+    assert reporter.study_eta(0.5, current_left=4.0) == pytest.approx(4.0 + 2 * 15.0)
+    assert reporter.study_eta(0.5) == pytest.approx(0.5 * 15.0 + 2 * 15.0)  # no pace yet
     fresh = RichReporter(5, 0, "val_loss", console)
     assert fresh.study_eta(0.0) is None  # nothing to go on yet
     fresh.started = time.monotonic() - 10.0
-    assert fresh.study_eta(0.25) == pytest.approx(4.75 * 40.0, rel=0.05)
+    assert fresh.study_eta(0.25, current_left=30.0) == pytest.approx(30 + 4 * 40.0, rel=0.05)
 
 
 def test_finished_lines_use_short_states_and_full_reasons():
-    console, buffer = quiet_console()
+    console, buffer = quiet_console(width=200)
     study = optuna.create_study()
     reporter = RichReporter(2, 0, "val_loss", console)
     for trial in (
@@ -165,10 +169,7 @@ def test_warm_up_says_each_step(tiny_config):
     said: list[str] = []
     space = parse_space({"name": "w", "base": TINY_BASE, "params": {"dropout": {"choices": [0.0]}}})
     warm_up(space, said.append)
-    assert said == [
-        "loading data: shakespeare corpus, bpe (512) tokenizer (built once, then cached)",
-        "loading model code (transformers)",
-    ]
+    assert said == ["loading data: shakespeare, bpe 512", "loading model code: transformers"]
     rnn = {**TINY_BASE, "model": {"arch": "gru", "size": "nano"}}
     said.clear()
     warm_up(

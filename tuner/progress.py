@@ -20,7 +20,11 @@ from tuner.space import short_name
 from tuner.units import plural
 
 STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan"}
-SHOWN_METRICS = (("val_loss", ".4f"), ("val_perplexity", ".2f"), ("val_bpb", ".4f"))
+SHOWN_METRICS = (
+    ("val_loss", "val_loss", ".4f"),
+    ("val_perplexity", "ppl", ".2f"),
+    ("val_bpb", "bpb", ".4f"),
+)
 
 
 class Reporter(Protocol):
@@ -92,13 +96,16 @@ class RichReporter(NullReporter):
 
     def progress(self, tokens: int, total: int) -> None:
         self.bars.update(self.tokens, completed=tokens, total=total)
-        self.bars.update(self.trials, eta=self.study_eta(tokens / total if total else 0.0))
+        current_left = self.bars.tasks[self.tokens].time_remaining
+        done = tokens / total if total else 0.0
+        self.bars.update(self.trials, eta=self.study_eta(done, current_left))
 
-    def study_eta(self, fraction: float) -> float | None:
-        """Seconds left in the study: the trials still to finish times the mean trial time
-        (before any trial has finished, the current trial's pace)."""
+    def study_eta(self, fraction: float, current_left: float | None = None) -> float | None:
+        """Seconds left in the study: what the current trial (`fraction` done) has left at its
+        own pace, plus the trials after it at the mean time of those finished here (before any
+        has finished: the current trial's pace)."""
         task = self.bars.tasks[self.trials]
-        remaining = (task.total or 0) - task.completed - fraction
+        after = (task.total or 0) - task.completed - (1 if fraction > 0 else 0)
         elapsed = time.monotonic() - self.started if self.started else 0.0
         if self.durations:
             per_trial = sum(self.durations) / len(self.durations)
@@ -106,7 +113,9 @@ class RichReporter(NullReporter):
             per_trial = elapsed / fraction
         else:
             return None
-        return max(0.0, remaining * per_trial)
+        if fraction > 0 and current_left is None:
+            current_left = per_trial * (1 - fraction)
+        return max(0.0, (current_left or 0.0) + max(after, 0) * per_trial)
 
     def trial_finished(self, trial: optuna.trial.FrozenTrial, study: optuna.Study) -> None:
         record = TrialRecord.of(trial)
@@ -118,6 +127,7 @@ class RichReporter(NullReporter):
         )
         if self.started:
             self.durations.append(time.monotonic() - self.started)
+        self.bars.update(self.tokens, visible=False)  # its line above says how it ended
         self.bars.advance(self.trials)
         self.bars.update(self.trials, best=best_short(study), eta=self.study_eta(0.0))
 
@@ -156,7 +166,8 @@ class LineReporter(NullReporter):
 def outcome(record: TrialRecord, reason: str | None = None) -> str:
     """The finished trial's metrics, its time and, if it did not complete, why."""
     reason = record.reason if reason is None else reason
-    parts = [f"{k} {record.metrics[k]:{form}}" for k, form in SHOWN_METRICS if k in record.metrics]
+    values = record.metrics
+    parts = [f"{label} {values[k]:{form}}" for k, label, form in SHOWN_METRICS if k in values]
     if record.duration is not None:
         parts.append(f"{record.duration:.0f} s")
     if reason:

@@ -31,25 +31,24 @@ MODEL_CODE = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
 
 
 def describe_data(config: RunConfig) -> str:
-    """`shakespeare corpus, bpe tokenizer (2048)`."""
+    """`shakespeare, bpe 2048`: the corpus and the tokenizer, in a few words."""
     data, tok = config.data, config.tokenizer
     corpus = {"hub": data.name, "files": f"{len(data.paths)} file(s)"}.get(data.source)
-    vocab = f" ({tok.vocab_size})" if tok.kind == "bpe" else ""
-    name = f" {tok.name}" if tok.kind == "pretrained" else ""
-    return f"{corpus or data.source} corpus, {tok.kind}{name}{vocab} tokenizer"
+    detail = {"bpe": f" {tok.vocab_size}", "pretrained": f" {tok.name}"}.get(tok.kind, "")
+    return f"{corpus or data.source}, {tok.kind}{detail}"
 
 
 def warm_up(space: SearchSpace, say: Callable[[str], None]) -> None:
     """Build (or open) the token cache of a study and import the model code its trials can
     use, saying each step."""
     config = space.base
-    say(f"loading data: {describe_data(config)} (built once, then cached)")
+    say(f"loading data: {describe_data(config)}")  # built once, then cached
     load_token_data(config.data, config.tokenizer)
     archs = {config.model.arch}
     archs.update(c for p in space.params if p.path == "model.arch" for c in p.choices or ())
     classes = sorted({MODEL_CODE[a] for a in archs if a in MODEL_CODE})
     if classes:
-        say("loading model code (transformers)")
+        say("loading model code: transformers")
         module = importlib.import_module("transformers")
         for name in classes:
             getattr(module, name)  # transformers imports a model's code on first access

@@ -154,12 +154,15 @@ def test_describe_run_counts_the_parameters_it_will_train(tiny_config, tiny_data
 
     fpt = flops_per_token(n_non_embedding, tiny_data.vocab_size, tiny_config.model, 32)
     plan = plan_budget(tiny_config, fpt)
-    assert line.startswith("gpt2 nano (2 layers × 64): ")
-    assert f"{si(n_params)} params" in line
-    assert f"{si(plan.tokens)} tokens ({plan.steps} steps of 8×32)" in line
-    assert "lr 0.001 cosine" in line and line.endswith("cpu fp32")
+    model, budget = line.splitlines()
+    assert model == f"training gpt2 nano (2 layers × 64, {si(n_params)} params) on cpu, fp32"
+    assert budget == f"{si(plan.tokens)} tokens = {plan.steps} steps of 8×32; " + (
+        "lr 0.001, cosine schedule"
+    )
     lstm = tiny_config.replace("model.arch", "lstm")
-    assert describe_run(lstm, tiny_data.vocab_size).startswith("lstm nano (2 layers × 64)")
+    assert describe_run(lstm, tiny_data.vocab_size).startswith("training lstm nano (2 layers × 64")
+    flops = describe_run(tiny_config.replace("train.flops", 1e12), tiny_data.vocab_size)
+    assert flops.splitlines()[1].startswith("1T FLOPs = ")
 
 
 def test_warm_up_says_each_step(tiny_config):
@@ -186,8 +189,8 @@ def test_train_says_what_it_trains_and_each_milestone(tmp_path):
     result = cli("train", str(path), "--out", "model")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    head = next(i for i, line in enumerate(lines) if line.startswith("gpt2 nano (2 layers × 64)"))
-    assert "4.1k tokens (16 steps of 8×32)" in lines[head] and "lr 0.001" in lines[head]
+    head = next(i for i, line in enumerate(lines) if line.startswith("training gpt2 nano"))
+    assert lines[head + 1] == "4.1k tokens = 16 steps of 8×32; lr 0.001, cosine schedule"
     milestones = [line for line in lines if line.startswith("milestone ")]
     assert [m.split(":")[0] for m in milestones] == ["milestone 0", "milestone 1"]
     assert lines.index(milestones[0]) > head
@@ -296,7 +299,7 @@ def test_dashboard_open_without_a_browser_says_where_the_page_is(
     monkeypatch.setattr(webbrowser, "open", browser)
     result = cli("dashboard", "x", "--open", "--no-mlflow")
     assert result.exit_code == 0, result.output
-    assert "no browser could be opened here; open " + str(page.resolve()) in result.output
+    assert f"no browser could be opened here; the page is {page.resolve()}" in result.output
 
 
 # ---------------------------------------------------------------- exported YAML

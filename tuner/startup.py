@@ -66,10 +66,10 @@ def count_model(
 
 
 def describe_run(config: RunConfig, vocab_size: int, model: nn.Module | None = None) -> str:
-    """One line: what is trained, how big, on how many tokens, at what learning rate, where.
+    """Two lines: what is trained, how big, where; then the budget and the learning rate.
 
-    `gpt2 micro (2 layers × 128): 675k params · 200k tokens (98 steps of 16×128) ·
-    lr 0.003 cosine · cpu fp32`
+    `training gpt2 micro (2 layers × 128, 675k params) on cpu, fp32`
+    `197k tokens = 96 steps of 16×128; lr 0.003, cosine schedule`
     """
     m, t = config.model, config.train
     shape = resolve_shape(m)
@@ -77,11 +77,11 @@ def describe_run(config: RunConfig, vocab_size: int, model: nn.Module | None = N
     plan = plan_budget(config, flops_per_token(n_non_embedding, vocab_size, m, t.seq_len))
     device = resolve_device(t.device)
     precision = "bf16" if uses_bf16(t.precision, device) else "fp32"
-    budget = f"{si(plan.tokens)} tokens ({plan.steps} steps of {t.batch_size}×{t.seq_len})"
+    budget = f"{si(plan.tokens)} tokens = {plan.steps} steps of {t.batch_size}×{t.seq_len}"
     if t.flops > 0:
         budget = f"{si(t.flops)} FLOPs = {budget}"
     return (
-        f"{m.arch} {m.size} ({shape.n_layer} layers × {shape.d_model}): "
-        f"{si(n_params)} params · {budget} · lr {config.optim.lr:g} {config.schedule.kind} · "
-        f"{device_name(device)} {precision}"
+        f"training {m.arch} {m.size} ({shape.n_layer} layers × {shape.d_model}, "
+        f"{si(n_params)} params) on {device_name(device)}, {precision}\n"
+        f"{budget}; lr {config.optim.lr:.3g}, {config.schedule.kind} schedule"
     )

@@ -74,8 +74,7 @@ def dashboard(
             err.print(f"[yellow]warning:[/] not attached to MLflow: {e}", highlight=False)
     if open_ and not open_page(path):
         out.print(
-            f"no browser could be opened here; open {path.resolve()} on a machine with one "
-            "(the page is one self-contained file)",
+            f"no browser could be opened here; the page is {path.resolve()}",
             highlight=False,
             soft_wrap=True,
         )

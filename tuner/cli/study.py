@@ -182,6 +182,7 @@ def study_worker(
     (TUNER_GRACE_PERIOD seconds, default 120): its trial is failed and retried once.
     """
     from tuner.progress import LineReporter
+    from tuner.startup import warm_up
     from tuner.study import load_study, run_study
 
     # a worker prints its own line per trial; MLflow's run links would only add noise
@@ -192,6 +193,7 @@ def study_worker(
     )
     reporter = LineReporter()
     reporter.note(f"joined study {name} ({handle.storage_url}, MLflow {handle.tracking_uri})")
+    warm_up(handle.space, reporter.stage)
     run_study(handle, timeout=timeout, reporter=reporter, fill=False)
     reporter.note(f"done: {handle.finished_count()}/{handle.space.n_trials} trials finished")
 

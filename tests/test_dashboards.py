@@ -372,7 +372,7 @@ def render_in_chromium(page_path: Path, screenshot: Path, profile: Path) -> dict
             page = context.new_page()
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(page_path.resolve().as_uri())
+            page.goto(page_path.resolve().as_uri(), timeout=120_000)  # a loaded machine
             page.wait_for_function(
                 "document.querySelectorAll('.plotly-graph-div').length > 0 && "
                 "[...document.querySelectorAll('.plotly-graph-div')]"

@@ -95,7 +95,8 @@ def test_study_eta_from_finished_trials_or_the_current_pace():
     # the current trial's own time left, then two more trials at the mean
     assert reporter.study_eta(0.5, current_left=4.0) == pytest.approx(4.0 + 2 * 15.0)
     assert reporter.study_eta(0.5) == pytest.approx(0.5 * 15.0 + 2 * 15.0)  # no pace yet
-    fresh = RichReporter(5, 0, "val_loss", console)
+    fresh = RichReporter(5, 0, "val_loss", console, best="best 6.1 (#2)")
+    assert fresh.bars.tasks[fresh.trials].fields["best"] == "best 6.1 (#2)"  # a resumed study
     assert fresh.study_eta(0.0) is None  # nothing to go on yet
     fresh.started = time.monotonic() - 10.0
     assert fresh.study_eta(0.25, current_left=30.0) == pytest.approx(30 + 4 * 40.0, rel=0.05)

@@ -57,7 +57,14 @@ class RichReporter(NullReporter):
     trial's tokens (its own timer, ETA, tokens/s), and one line per started and finished trial.
     Before the first trial, the second bar says what start-up is doing (`stage`)."""
 
-    def __init__(self, total_trials: int, done: int, metric: str, console: Console | None = None):
+    def __init__(
+        self,
+        total_trials: int,
+        done: int,
+        metric: str,
+        console: Console | None = None,
+        best: str = "",
+    ):
         self.metric = metric
         self.console = console or Console(stderr=True)
         self.bars = Progress(
@@ -71,7 +78,7 @@ class RichReporter(NullReporter):
             transient=False,
             speed_estimate_period=24 * 3600,  # a trial's speed over the whole trial
         )
-        self.trials = self.bars.add_task("trials", total=total_trials, completed=done, best="")
+        self.trials = self.bars.add_task("trials", total=total_trials, completed=done, best=best)
         self.tokens = self.bars.add_task("", total=None, visible=False, unit="tokens")
         self.durations: list[float] = []
         """Wall seconds of each trial finished by this process: the study's ETA."""

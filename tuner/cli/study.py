@@ -115,13 +115,15 @@ def study_resume(
 
 def _run(handle: StudyHandle, n_trials: int, timeout: float | None) -> None:
     """Run the study in this process with progress bars, then finish it."""
-    from tuner.progress import RichReporter
+    from tuner.progress import RichReporter, best_short
     from tuner.startup import warm_up
     from tuner.study import run_study
 
     metric = handle.space.objectives[0].metric
-    with RichReporter(n_trials, handle.finished_count(), metric, err) as reporter:
-        warm_up(handle.space, reporter.stage)
+    done, best = handle.finished_count(), best_short(handle.study)
+    with RichReporter(n_trials, done, metric, err, best) as reporter:
+        if done < n_trials:  # nothing to run: no start-up either
+            warm_up(handle.space, reporter.stage)
         run_study(handle, n_trials, timeout, reporter)
     _finish(handle)
 

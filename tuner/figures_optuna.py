@@ -20,9 +20,9 @@ from tuner.plotstyle import base_layout
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-MAX_TIMELINE = 500
+MAX_TIMELINE = 300
 """The most recent trials the timeline draws."""
-MAX_POINTS = 1000
+MAX_POINTS = 500
 """Complete trials the slice and contour plots draw at most (a fixed random sample)."""
 MAX_SLICES = 4
 """Slice plots drawn at most: the most important hyperparameters (Optuna orders them by name)."""

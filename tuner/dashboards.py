@@ -111,6 +111,10 @@ class DashboardData:
     tracking_uri: str = ""
     experiment_id: str = ""
     parent_run_id: str = ""
+    optuna_trials: list[optuna.trial.FrozenTrial] = field(default_factory=list)
+    """Finished and running trials as Optuna keeps them, for Optuna's own plots."""
+    max_running: int = 0
+    """The most trials that ran at one moment: above 1, several workers shared the study."""
     generated: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
     @property
@@ -183,7 +187,30 @@ def gather(handle: StudyHandle, metric: str | None = None) -> DashboardData:
         tracking_uri=handle.tracking_uri,
         experiment_id=handle.experiment_id,
         parent_run_id=handle.parent_run_id,
+        optuna_trials=[t for t in all_trials if t.state != states.WAITING],
+        max_running=max_overlap(_intervals(all_trials)),
     )
+
+
+def _intervals(trials: Iterable[optuna.trial.FrozenTrial]) -> list[tuple[float, float]]:
+    """(start, end) of every trial that started; a running trial runs until now."""
+    now = datetime.now()  # Optuna keeps naive local times
+    return [
+        (t.datetime_start.timestamp(), (t.datetime_complete or now).timestamp())
+        for t in trials
+        if t.datetime_start is not None
+    ]
+
+
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most intervals open at one moment (an interval ending as another starts is not
+    open with it)."""
+    events = sorted([(end, -1) for _, end in intervals] + [(start, 1) for start, _ in intervals])
+    running = most = 0
+    for _, step in events:  # at equal times, ends (-1) sort before starts
+        running += step
+        most = max(most, running)
+    return most
 
 
 def _point(t: TrialRecord, group: str) -> TrialPoint:

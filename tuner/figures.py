@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner import metrics
 from tuner.dashboards import DashboardData, TrialPoint
+from tuner.figures_optuna import optuna_figures
 from tuner.figures_space import fig_importance, fig_lr_batch, fig_parallel, fig_tasks, fig_top
 from tuner.plotstyle import (
     FRONT_COLOR,
@@ -25,7 +26,7 @@ from tuner.plotstyle import (
     scatter_type,
     trial_hover,
 )
-from tuner.units import si
+from tuner.units import plural, si
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -49,6 +50,12 @@ FIGURES = (  # id, title, caption
         "against the cost of all finished trials up to it (pruned and failed trials cost too).",
     ),
     (
+        "timeline",
+        "Timeline",
+        "When each trial ran, one bar per trial coloured by its state (optuna.visualization): "
+        "drawn when several workers shared the study, so idle or lost workers show as gaps.",
+    ),
+    (
         "curves",
         "Learning curves",
         "Validation loss against tokens seen. Pruned (grey) and diverged (red) trials are dimmed, "
@@ -58,6 +65,19 @@ FIGURES = (  # id, title, caption
         "importance",
         "Hyperparameter importance",
         "How much each hyperparameter explains the objective (PED-ANOVA, optuna.importance).",
+    ),
+    (
+        "slice",
+        "Slices",
+        "The objective against each of the (up to four) most important hyperparameters; colour "
+        "is the trial number, so later trials show where the sampler went "
+        "(optuna.visualization).",
+    ),
+    (
+        "contour",
+        "Contour of the two most important hyperparameters",
+        "The objective interpolated over the two hyperparameters that explain it most; dots are "
+        "complete trials (optuna.visualization).",
     ),
     (
         "parallel",
@@ -81,7 +101,8 @@ FIGURES = (  # id, title, caption
 
 
 def figures(data: DashboardData) -> dict[str, go.Figure]:
-    """One figure per section of the page, keyed by the ids in FIGURES.
+    """One figure per section of the page, keyed by the ids in FIGURES; Optuna's timeline,
+    slice and contour plots only where they help (tuner.figures_optuna).
 
     Points carry their trial number in `customdata`; the page fills in each trial's hover
     text from one shared table, so a 10,000-trial page holds that text once, not five times.
@@ -97,7 +118,9 @@ def figures(data: DashboardData) -> dict[str, go.Figure]:
         "tasks": fig_tasks,
         "top": fig_top,
     }
-    return {key: draw[key](data) for key, _, _ in FIGURES}
+    figs = {key: draw[key](data) for key, _, _ in FIGURES if key in draw}
+    figs.update(optuna_figures(data))
+    return figs
 
 
 def _trial_groups(data: DashboardData) -> list[tuple[str, list[TrialPoint]]]:
@@ -306,7 +329,7 @@ def fig_curves(data: DashboardData) -> go.Figure:
                 line={"color": FRONT_COLOR, "width": 3},
             )
         )
-    shown = f"{len(chosen)} of {sum(bool(t.curve) for t in data.trials)} curves"
+    shown = f"{len(chosen)} of {plural(sum(bool(t.curve) for t in data.trials), 'curve')}"
     return base_layout(
         fig,
         xaxis={"title": "tokens seen"},

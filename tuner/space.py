@@ -33,6 +33,21 @@ ALIASES = {
     "warmup_fraction": "schedule.warmup_fraction",
     "arch": "model.arch",
 }
+SHORT_NAMES = {
+    "learning_rate": "lr",
+    "batch_size": "batch",
+    "seq_len": "seq",
+    "model_size": "size",
+    "weight_decay": "wd",
+    "warmup_fraction": "warmup",
+}
+"""How tables and progress lines head the usual params (a dotted path: its last part)."""
+
+
+def short_name(param: str) -> str:
+    return SHORT_NAMES.get(param, param.rsplit(".", 1)[-1])
+
+
 TOP_KEYS = (
     "name",
     "description",

@@ -1,0 +1,113 @@
+"""System metrics beside the loss: CPU, memory, disk, network and GPU use while a run trains.
+
+MLflow's samplers (psutil; nvidia-ml-py for NVIDIA GPUs when installed) give the usual names,
+`system/cpu_utilization_percentage`, `system/gpu_0_utilization_percentage`, ..., which the UI
+groups under "System metrics". MLflow's own `SystemMetricsMonitor` is not used: it logs through
+a client of its own, outside the lock every tuner writer holds on a SQLite store, and reads the
+run back after every sample. Here one daemon thread samples every `interval` seconds and hands
+each sample to the Tracker; the last sample is taken when the run ends, so a run shorter than
+the interval still gets one.
+
+`TUNER_SYSTEM_METRICS` sets the interval in seconds (default 10; 0 turns them off).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tuner.errors import ConfigError
+
+ENV = "TUNER_SYSTEM_METRICS"
+DEFAULT_INTERVAL = 10.0
+PREFIX = "system/"
+
+
+def interval_setting() -> float:
+    """Seconds between samples from $TUNER_SYSTEM_METRICS (0 = off)."""
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return DEFAULT_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"{ENV}={raw!r}: give the seconds between samples (0 turns them off)")
+    return value
+
+
+def samplers() -> list[Any]:
+    """MLflow's CPU/memory, disk and network samplers, and a GPU sampler where one works."""
+    from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+    from mlflow.system_metrics.metrics.disk_monitor import DiskMonitor
+    from mlflow.system_metrics.metrics.network_monitor import NetworkMonitor
+
+    found: list[Any] = [CPUMonitor(), DiskMonitor(), NetworkMonitor()]
+    for module, name in (
+        ("mlflow.system_metrics.metrics.gpu_monitor", "GPUMonitor"),
+        ("mlflow.system_metrics.metrics.rocm_monitor", "ROCMMonitor"),
+    ):
+        try:
+            found.append(getattr(importlib.import_module(module), name)())
+            break
+        except Exception:  # noqa: BLE001 - no such GPU or library: no GPU figures
+            continue
+    return found
+
+
+class SystemMetrics:
+    """Samples system use in a daemon thread and passes `{name: value}, step` to `log`."""
+
+    def __init__(self, log: Callable[[dict[str, float], int], None], interval: float):
+        self.log = log
+        self.interval = interval
+        self.samplers = samplers()
+        self.step = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> SystemMetrics:
+        self._sample_only()  # psutil's CPU percentage counts from its previous call
+        self._last = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name="tuner-system-metrics", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling and log what was sampled since the last point (at least one point)."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        if self.step == 0 or time.monotonic() - self._last >= 1.0:
+            self._publish()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._publish()
+            except Exception:  # noqa: BLE001 - a monitoring hiccup never stops a training run
+                return
+
+    def _sample_only(self) -> None:
+        for sampler in self.samplers:
+            sampler.collect_metrics()
+            sampler.clear_metrics()
+
+    def _publish(self) -> None:
+        with self._lock:
+            values: dict[str, float] = {}
+            for sampler in self.samplers:
+                sampler.collect_metrics()
+                values |= {PREFIX + k: float(v) for k, v in sampler.aggregate_metrics().items()}
+                sampler.clear_metrics()
+            self.log(values, self.step)
+            self.step += 1
+            self._last = time.monotonic()

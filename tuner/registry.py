@@ -3,8 +3,9 @@
 gpt2/llama go through MLflow's transformers flavour (a text-generation pipeline: the model as
 saved for transformers, its tokenizer, a model card), so `mlflow.transformers.load_model(
 "models:/NAME/1")` returns a pipeline and `mlflow.pyfunc.load_model` maps prompts to text.
-LSTM/GRU go through the pytorch flavour (token ids in, logits out) with tuner's own code
-packed beside the weights, so they load where tuner is not installed. The MLflow model is
+LSTM/GRU go through the pytorch flavour as TorchScript (token ids of any batch and length in,
+logits out; torch.jit archives hold no pickled Python objects, and loading needs no tuner code;
+torch.export would fix the sequence length of an LSTM). The MLflow model is
 written into a folder here; `tracking.FinalRun.log_model` uploads and registers it with the
 Tracker's client (no process-wide tracking URI).
 """
@@ -18,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import tuner
 from tuner.saved import METRICS_FILE, load_saved
 
 TEXT_PARAMS = {"max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "do_sample": True}
@@ -88,13 +88,13 @@ def _pytorch_model(model: Any, dest: Path, model_info: Any) -> None:
         inputs=Schema([TensorSpec(np.dtype("int64"), (-1, -1))]),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, -1, vocab))]),
     )
-    mlflow.pytorch.save_model(
-        model.eval(),
+    mlflow.pytorch.save_model(  # TorchScript: any batch and length, no tuner code to load it
+        torch.jit.script(model.eval()),
         str(dest),
+        serialization_format="pickle",  # for a ScriptModule: torch.jit.save, not pickle
         signature=signature,
         mlflow_model=model_info,
-        code_paths=[str(Path(tuner.__file__).parent)],  # RecurrentLM, importable anywhere
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pyyaml"],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
     )
 
 

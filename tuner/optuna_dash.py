@@ -63,8 +63,8 @@ def dashboard_server(
     from tuner.study import locate_study
 
     stores.check_study_name(name)
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port {port}: give a port between 1 and 65535")
+    if not 0 <= port < 65536:
+        raise ConfigError(f"--port {port}: give a port between 1 and 65535 (0: any free one)")
     url = storage_url or locate_study(name)
     storage = dashboard_storage(url)
     try:

@@ -5,8 +5,8 @@ MLflow's samplers (psutil; nvidia-ml-py for NVIDIA GPUs when installed) give the
 groups under "System metrics". MLflow's own `SystemMetricsMonitor` is not used: it logs through
 a client of its own, outside the lock every tuner writer holds on a SQLite store, and reads the
 run back after every sample. Here one daemon thread samples every `interval` seconds and hands
-each sample to the Tracker; the last sample is taken when the run ends, so a run shorter than
-the interval still gets one.
+the samples to the Tracker once a minute and when the run ends (a closing sample is taken
+then, so a run shorter than the interval still gets one).
 
 `TUNER_SYSTEM_METRICS` sets the interval in seconds (default 10; 0 turns them off).
 """
@@ -24,6 +24,7 @@ from tuner.errors import ConfigError
 
 ENV = "TUNER_SYSTEM_METRICS"
 DEFAULT_INTERVAL = 10.0
+FLUSH_SECONDS = 60.0
 PREFIX = "system/"
 
 
@@ -60,54 +61,76 @@ def samplers() -> list[Any]:
     return found
 
 
-class SystemMetrics:
-    """Samples system use in a daemon thread and passes `{name: value}, step` to `log`."""
+Point = tuple[dict[str, float], int, int]
+"""One sample: {metric name: value}, step, timestamp in milliseconds."""
 
-    def __init__(self, log: Callable[[dict[str, float], int], None], interval: float):
+
+class SystemMetrics:
+    """Samples system use in a daemon thread every `interval` seconds; `log(points)` receives
+    them in batches, every `flush_every` seconds and when sampling stops (one store write a
+    minute, not one a sample: a SQLite write costs far more than reading the counters)."""
+
+    def __init__(
+        self,
+        log: Callable[[list[Point]], None],
+        interval: float,
+        flush_every: float = FLUSH_SECONDS,
+    ):
         self.log = log
         self.interval = interval
+        self.flush_every = flush_every
         self.samplers = samplers()
         self.step = 0
+        self.points: list[Point] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self) -> SystemMetrics:
-        self._sample_only()  # psutil's CPU percentage counts from its previous call
-        self._last = time.monotonic()
+        self._read()  # psutil's CPU percentage counts from its previous call
+        self._sampled = self._flushed = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="tuner-system-metrics", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop sampling and log what was sampled since the last point (at least one point)."""
+        """Stop sampling, take a closing sample (so a short run gets one) and log the rest."""
         if self._thread is None:
             return
         self._stop.set()
         self._thread.join()
         self._thread = None
-        if self.step == 0 or time.monotonic() - self._last >= 1.0:
-            self._publish()
+        if self.step == 0 or time.monotonic() - self._sampled >= 1.0:
+            self.sample()
+        self.flush()
+
+    def sample(self) -> None:
+        values = self._read()
+        with self._lock:
+            self.points.append((values, self.step, int(time.time() * 1000)))
+            self.step += 1
+        self._sampled = time.monotonic()
+
+    def flush(self) -> None:
+        with self._lock:
+            points, self.points = self.points, []
+        if points:
+            self.log(points)
+        self._flushed = time.monotonic()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self._publish()
+                self.sample()
+                if time.monotonic() - self._flushed >= self.flush_every:
+                    self.flush()
             except Exception:  # noqa: BLE001 - a monitoring hiccup never stops a training run
                 return
 
-    def _sample_only(self) -> None:
+    def _read(self) -> dict[str, float]:
+        values: dict[str, float] = {}
         for sampler in self.samplers:
             sampler.collect_metrics()
+            values |= {PREFIX + k: float(v) for k, v in sampler.aggregate_metrics().items()}
             sampler.clear_metrics()
-
-    def _publish(self) -> None:
-        with self._lock:
-            values: dict[str, float] = {}
-            for sampler in self.samplers:
-                sampler.collect_metrics()
-                values |= {PREFIX + k: float(v) for k, v in sampler.aggregate_metrics().items()}
-                sampler.clear_metrics()
-            self.log(values, self.step)
-            self.step += 1
-            self._last = time.monotonic()
+        return values

@@ -28,7 +28,7 @@ from tuner.errors import ConfigError
 from tuner.files import file_lock
 from tuner.lineage import dataset_inputs
 from tuner.metrics import BEST_METRICS, LOGGED_COST
-from tuner.sysmetrics import SystemMetrics, interval_setting
+from tuner.sysmetrics import Point, SystemMetrics, interval_setting
 from tuner.train import Milestone, TrainResult
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
@@ -106,10 +106,12 @@ class Tracker:
             return None
         from mlflow.entities import Metric
 
-        def log(values: dict[str, float], step: int) -> None:
-            now = _now()
-            metrics = [Metric(k, v, now, step) for k, v in values.items()]
-            self.client.log_batch(run_id, metrics=metrics)
+        def log(points: list[Point]) -> None:
+            metrics = [
+                Metric(k, v, ms, step) for values, step, ms in points for k, v in values.items()
+            ]
+            for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+                self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
         return SystemMetrics(log, interval).start()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 
 import numpy as np
 import pytest
@@ -23,15 +24,26 @@ FAST = {"tokens": 4096, "threads": 1}
 
 @pytest.fixture
 def offline_registry(monkeypatch):
-    """The process-wide tracking URI that `models:/` URIs resolve through; no hub access."""
+    """The process-wide tracking URI that `models:/` URIs resolve through; any attempt to
+    reach another machine (the Hugging Face hub, ...) fails the test."""
     import mlflow
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    remote: list[str] = []
+    real = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in ("localhost", "127.0.0.1", "::1", None):
+            remote.append(str(host))
+            raise OSError(f"offline test: no lookups of {host}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
     monkeypatch.setenv("TUNER_SYSTEM_METRICS", "0")
     uri = stores.default_tracking_uri()
     previous = mlflow.get_tracking_uri()
     yield uri
     mlflow.set_tracking_uri(previous)
+    assert not remote, f"tried to reach {remote}"
 
 
 def train(tmp_path, name: str, arch: str) -> str:

@@ -1,10 +1,10 @@
 """What the MLflow UI reads to open a tuner experiment on its training runs.
 
-- `mlflow.experimentKind = custom_model_development`: MLflow 3.4 to 3.1x's UI picks an
-  experiment's page from this tag (without it, an experiment with no traces asks or guesses).
-  MLflow 3.17's UI no longer reads it: the page follows the sidebar switch "GenAI / Model
-  training" (remembered by the browser, GenAI by default) or a `workflowType` URL parameter,
-  which `experiment_url` sets.
+- `mlflow.experimentKind = custom_model_development`: from MLflow 3.4 the UI picked an
+  experiment's page from this tag (without it, it asked or guessed from the runs and traces).
+  MLflow 3.17's UI no longer reads it (its feature flag for the sidebar switch is on): the page
+  follows the switch "GenAI / Model training" (remembered by the browser, GenAI by default) or
+  a `workflowType` URL parameter, which `experiment_url` sets.
 - `mlflow.experiment.primaryMetric.name`: the metric the run charts lead with.
 - a saved view (the UI's "Views" menu; an experiment tag `mlflow.sharedViewState.ID`): trials
   listed flat rather than folded under the study's run, sorted by the objective, with the

@@ -31,6 +31,8 @@ def write_mlflow_model(
     """The MLflow model of the folder `tuner train` saved, written into `dest` (absent)."""
     from mlflow.models import Model
 
+    # an absolute path is no hub repo id: MLflow's license lookup then never leaves the machine
+    saved_dir = Path(saved_dir).resolve()
     saved = load_saved(saved_dir)
     model_info = Model(run_id=run_id, model_id=model_id)
     with _quiet_mlflow():

@@ -13,6 +13,8 @@ then, so a run shorter than the interval still gets one).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import os
 import threading
@@ -49,16 +51,28 @@ def samplers() -> list[Any]:
     from mlflow.system_metrics.metrics.network_monitor import NetworkMonitor
 
     found: list[Any] = [CPUMonitor(), DiskMonitor(), NetworkMonitor()]
+    gpu = _gpu_sampler()
+    if gpu is not None:
+        with contextlib.suppress(Exception):  # the GPU went away: no GPU figures
+            found.append(gpu())
+    return found
+
+
+@functools.cache
+def _gpu_sampler() -> Any:
+    """MLflow's NVIDIA (nvidia-ml-py) or AMD (pyrsmi) sampler class if one works here, looked
+    up once a process."""
     for module, name in (
         ("mlflow.system_metrics.metrics.gpu_monitor", "GPUMonitor"),
         ("mlflow.system_metrics.metrics.rocm_monitor", "ROCMMonitor"),
     ):
         try:
-            found.append(getattr(importlib.import_module(module), name)())
-            break
-        except Exception:  # noqa: BLE001 - no such GPU or library: no GPU figures
+            sampler = getattr(importlib.import_module(module), name)
+            sampler()
+            return sampler
+        except Exception:  # noqa: BLE001 - no such GPU or library
             continue
-    return found
+    return None
 
 
 Point = tuple[dict[str, float], int, int]

@@ -95,7 +95,9 @@ class Tracker:
         for key, value in tags.items():
             self.client.set_experiment_tag(experiment_id, key, value)
 
-    def log_data(self, run_id: str, data: TokenData, config: RunConfig, splits: tuple) -> None:
+    def log_data(
+        self, run_id: str, data: TokenData, config: RunConfig, splits: tuple[str, ...]
+    ) -> None:
         """Record the splits of `data` the run reads as MLflow dataset inputs."""
         self.client.log_inputs(run_id, datasets=dataset_inputs(data.root, config.data, splits))
 
@@ -381,8 +383,10 @@ class FinalRun:
 
     def end(self, status: str) -> None:
         if self.run_id:
+            curves = getattr(self, "curves", None)  # None if `start` failed half-way
             try:
-                self.curves.flush()
+                if curves is not None:
+                    curves.flush()
             finally:
                 self.tracker.end(self.run_id, status)
 

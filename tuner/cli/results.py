@@ -24,9 +24,10 @@ def ui(
 ) -> None:
     """Start the MLflow UI on the project's store; Ctrl-C (or SIGTERM) stops all of it."""
     from tuner.mlflow_ui import experiment_url
-    from tuner.ui_server import serve, tuner_experiments
+    from tuner.ui_server import check_port, serve, tuner_experiments
 
     uri = tracking_uri or stores.default_tracking_uri()
+    check_port(host, port)  # before anything is opened or written
     studies = tuner_experiments(uri)
 
     def ready(base: str) -> None:

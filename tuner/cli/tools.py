@@ -18,7 +18,7 @@ def optuna_dashboard(
     ] = "127.0.0.1",
     storage: StorageOpt = None,
 ) -> None:
-    """Serve Optuna's dashboard on a study (needs the extra: pip install 'tuner[dashboard]')."""
+    """Serve Optuna's dashboard on a study (needs the extra: pip install 'tuner\\[dashboard]')."""
     from tuner.optuna_dash import serve_dashboard
 
     def ready(url: str) -> None:

@@ -5,7 +5,7 @@ tuner.study.create_study / run_study, real training and MLflow tracking in temp 
 
   lm      the space a user would write: learning rate (log, continuous), dropout
           (continuous), five GPT-2 sizes (nano .. small, 0.1M to 10.6M parameters), batch size
-          and sequence length; 32k training tokens a trial, 8 milestones
+          and sequence length; 16k training tokens a trial, 8 milestones
   grid48  the earlier benchmark's 48-point space (4 learning rates x 3 sizes x 2 batch sizes
           x 2 dropouts), 64k tokens a trial, 6 milestones
 
@@ -100,7 +100,7 @@ def space_dict(space: str, args: argparse.Namespace, tokens: int | None = None) 
             "batch_size": {"choices": [4, 8, 16]},
             "seq_len": {"choices": [32, 64, 128]},
         }
-        train = {"tokens": 8192 if quick else 32768, "milestones": 4 if quick else 8}
+        train = {"tokens": 8192 if quick else 16384, "milestones": 4 if quick else 8}
         train |= {"batch_size": 8, "seq_len": 64, "eval_tokens": 1024}
     elif space == "grid48":
         params = {

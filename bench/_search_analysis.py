@@ -368,3 +368,137 @@ def plot(curves: list[Curve]) -> Path | None:
 def spread(values: list[float]) -> str:
     finite = [v for v in values if math.isfinite(v)]
     return f"{statistics.pstdev(finite):.3f}" if len(finite) > 1 else "-"
+
+
+# ---------------------------------------------------------------- pruners replayed
+
+
+PRUNER_VARIANTS: dict[str, dict[str, Any]] = {
+    "none": {"name": "none"},
+    "hyperband r1 eta3 (default)": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3},
+    "hyperband r1 eta2": {"name": "hyperband", "min_resource": 1, "reduction_factor": 2},
+    "hyperband r2 eta3": {"name": "hyperband", "min_resource": 2, "reduction_factor": 3},
+    "successive-halving r1 eta3": {"name": "successive-halving", "min_resource": 1},
+    "successive-halving r1 eta2": {
+        "name": "successive-halving",
+        "min_resource": 1,
+        "reduction_factor": 2,
+    },
+    "successive-halving r3 eta3": {"name": "successive-halving", "min_resource": 3},
+    "median (warm-up 1)": {"name": "median"},
+}
+
+
+def replay_pruner(curve: Curve, pruner_raw: dict[str, Any]) -> Curve:
+    """Random search with a pruner, replayed exactly from a random search without one: the
+    random sampler's draws do not depend on pruning, so each trial is the same, cut where the
+    pruner (Optuna's own, fed the recorded milestone losses in order) would have cut it.
+    A cut trial is charged the FLOPs of the milestones it reached."""
+    import optuna
+
+    from tuner.samplers import make_pruner
+    from tuner.space import parse_space
+
+    space = parse_space({**curve.raw, "pruner": pruner_raw})
+    study = optuna.create_study(study_name=f"replay-{curve.seed}", pruner=make_pruner(space))
+    dists = space.distributions()
+    out = Curve(curve.space, curve.strategy, curve.seed, curve.raw)
+    for t in sorted(curve.trials, key=lambda t: t.complete):
+        study.enqueue_trial(t.params)
+        trial = study.ask({k: dists[k] for k in t.params})
+        kept = len(t.curve)
+        for step, (_, loss) in enumerate(t.curve):
+            trial.report(loss, step)
+            if step < len(t.curve) - 1 and trial.should_prune():
+                kept = step + 1
+                break
+        full = kept == len(t.curve) and t.state == "COMPLETE"
+        state = "COMPLETE" if full else "PRUNED"
+        study.tell(trial, t.value if full else None, state=optuna.trial.TrialState[state])
+        share = kept / max(len(t.curve), 1)
+        out.trials.append(
+            TrialPoint(
+                t.number,
+                state,
+                t.params,
+                t.value if full else None,
+                t.flops * share,
+                int(t.tokens * share),
+                t.curve[:kept],
+                t.config,
+                t.start,
+                t.complete,
+            )
+        )
+    return out
+
+
+def pruner_replays(curves: list[Curve], target: float, say: Report) -> dict[str, Any]:
+    """Every pruner variant on every random study: compute to the target, final best, and how
+    often the pruner cut the trial that would have been best."""
+    random = [c for c in curves if c.strategy == "random" and c.raw]
+    if not random:
+        return {}
+    base = median([c.flops_to(target) for c in random])
+    rows, out = [], {}
+    for label, raw in PRUNER_VARIANTS.items():
+        replays = [replay_pruner(c, raw) for c in random]
+        flops = median([r.flops_to(target) for r in replays])
+        lost = sum(r.final_best > c.final_best + 1e-9 for r, c in zip(replays, random, strict=True))
+        spent = median(
+            [r.total_flops / c.total_flops for r, c in zip(replays, random, strict=True)]
+        )
+        out[label] = {"flops_to_target": flops, "best_cut": lost, "spent_share": spent}
+        rows.append(
+            [
+                label,
+                si(flops, "FLOP") if math.isfinite(flops) else "not reached",
+                f"{flops / base:.3f}" if math.isfinite(flops) and base > 0 else "-",
+                f"{spent:.2f}",
+                f"{median([r.final_best for r in replays]):.4f}",
+                f"{lost}/{len(random)}",
+            ]
+        )
+    say()
+    say(
+        f"pruners replayed on the random studies (same trials, cut where each pruner cuts), "
+        f"target {target:.4f}:"
+    )
+    say(
+        markdown_table(
+            [
+                "random + pruner",
+                "FLOPs to target",
+                "x random",
+                "compute spent / random's",
+                "final best (median)",
+                "seeds whose best trial it cut",
+            ],
+            rows,
+        )
+    )
+    return out
+
+
+def rank_correlations(curves: list[Curve], say: Report) -> list[float]:
+    """Spearman correlation, over random search's complete trials, of the loss at each
+    milestone with the final loss: how much an early cut can trust what it sees."""
+    from scipy.stats import spearmanr
+
+    full = [
+        t.curve
+        for c in curves
+        if c.strategy == "random"
+        for t in c.trials
+        if t.state == "COMPLETE" and t.curve
+    ]
+    if len(full) < 5:
+        return []
+    m = min(len(cv) for cv in full)
+    final = [cv[-1][1] for cv in full]
+    rhos = [float(spearmanr([cv[k][1] for cv in full], final).statistic) for k in range(m)]
+    say(
+        f"rank correlation of the loss at milestone k with the final loss ({len(full)} random "
+        f"trials): " + ", ".join(f"{k + 1}: {r:.2f}" for k, r in enumerate(rhos))
+    )
+    return rhos

@@ -64,6 +64,8 @@ from _common import (  # noqa: E402
 from _search_analysis import (  # noqa: E402
     Curve,
     plot,
+    pruner_replays,
+    rank_correlations,
     report_space,
     terminator_replay,
 )
@@ -282,6 +284,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-cache", action="store_true", help="rerun studies found in the cache")
     p.add_argument("--no-terminator", action="store_true", help="skip the terminator replay")
+    p.add_argument("--no-replay", action="store_true", help="skip the pruner replays")
     p.add_argument("--tag", default="", help="suffix of the results files")
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     args = p.parse_args(argv)
@@ -330,6 +333,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.trials} trials a study, seeds 0..{args.seeds - 1}"
         )
         analyses[space] = report_space(mine, say)
+        if analyses[space] and not args.no_replay:
+            say()
+            analyses[space]["rank_correlation"] = rank_correlations(mine, say)
+            analyses[space]["pruner_replays"] = pruner_replays(mine, analyses[space]["target"], say)
         if not args.no_terminator:
             analyses[space]["terminator"] = terminator_replay(mine, say)
     html = plot(curves)

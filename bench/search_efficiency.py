@@ -235,11 +235,13 @@ def _rebuild(curve: Curve, name: str) -> str:
     return name
 
 
-def schedule(spaces: list[str], strategies: list[str], seeds: int) -> list[tuple[str, str, int]]:
+def schedule(
+    spaces: list[str], strategies: list[str], seeds: list[int]
+) -> list[tuple[str, str, int]]:
     """Seeds outer, strategies rotated within each seed, grid once (it ignores the seed)."""
     order = []
     for space in spaces:
-        for seed in range(seeds):
+        for seed in seeds:
             shift = seed % len(strategies)
             for strategy in strategies[shift:] + strategies[:shift]:
                 if strategy == "grid" and (seed > 0 or space != "grid48"):
@@ -273,6 +275,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--space", default="lm,grid48", help="comma-separated: lm, grid48")
     p.add_argument("--trials", type=int, default=None, help="trials per study (quick 8, full 24)")
     p.add_argument("--seeds", type=int, default=None, help="quick 2, full 3")
+    p.add_argument("--seed-list", default="", help="run only these seeds, e.g. 1,2 (to split)")
     p.add_argument("--only", default=DEFAULT_ONLY, help="comma-separated strategies")
     p.add_argument(
         "--strategy",
@@ -310,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     say(f"command: python bench/search_efficiency.py {' '.join(sys.argv[1:])}")
     warm_up()
     curves: list[Curve] = []
-    for space, strategy, seed in schedule(spaces, strategies, args.seeds):
+    seeds = [int(x) for x in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
+    for space, strategy, seed in schedule(spaces, strategies, list(seeds)):
         started = time.perf_counter()
         curve = run_one(space, strategy, seed, args)
         curves.append(curve)

@@ -141,6 +141,14 @@ def describe(space: SearchSpace) -> dict[str, Any]:
     }
 
 
+def describe_search(space: SearchSpace) -> str:
+    """`describe` as one line, e.g. for an MLflow param."""
+    return "; ".join(
+        f"{part} " + ", ".join(f"{k}={v}" for k, v in options.items())
+        for part, options in describe(space).items()
+    )
+
+
 def check(space: SearchSpace) -> None:
     """Options that depend on the rest of the space (milestones)."""
     _, pruner = resolved(space)

@@ -26,7 +26,7 @@ from tuner.optuna_compat import QueuedStudy
 from tuner.progress import NullReporter, Reporter
 from tuner.queue import drain, fill_queue
 from tuner.records import FINISHED, StudyRecord, TrialRecord, counted
-from tuner.samplers import make_pruner, make_sampler
+from tuner.samplers import describe_search, make_pruner, make_sampler
 from tuner.space import SearchSpace, parse_space
 from tuner.terminator import StudyStopper
 from tuner.tracking import Tracker, check_tracking_uri
@@ -140,6 +140,7 @@ def create_study(
         "timeout": space.timeout,
         "objective": ",".join(f"{o.metric}:{o.direction}" for o in space.objectives),
         "storage": storage_url,
+        "search": describe_search(space),
         **({"warm_start": warm.describe()} if warm else {}),
     }
     parent = tracker.start_parent(

@@ -321,7 +321,7 @@ def time_cli_start(
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,
     )
     finished = time.time()
     if proc.returncode != 0:

@@ -52,6 +52,8 @@ class Tracker:
 
         self.uri = check_tracking_uri(tracking_uri)
         db = stores.sqlite_path(self.uri)
+        if db is not None:
+            stores.use_sqlite_wal()  # before MLflow opens its engine
         self.client = MlflowClient(tracking_uri=self.uri)
         self.asynchronous = self.uri.startswith(("http://", "https://"))
         """Milestone batches go out without waiting for a tracking server (never SQLite)."""

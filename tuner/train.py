@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner import cost
+from tuner import cost, mup
 from tuner.config import ConfigError, RunConfig, ScheduleConfig
 from tuner.data import TokenData, load_token_data
 from tuner.models import build_model, count_params, flops_per_token, logits, max_positions
@@ -94,7 +94,8 @@ def get_lr(step: int, total: int, peak: float, cfg: ScheduleConfig) -> float:
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    """Weight decay on weight matrices only: never on norms, biases or embeddings."""
+    """Weight decay on weight matrices only: never on norms, biases or embeddings. Under μP the
+    groups carry an `lr_scale` that the loop multiplies into the scheduled learning rate."""
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay, seen = [], [], set()
     for param in model.parameters():
@@ -107,6 +108,8 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer
         {"params": decay, "weight_decay": oc.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if config.model.parametrization == "mup":  # per-group lr_scale, see tuner/mup.py
+        groups = mup.param_groups(model, config.model.base_width, oc.lr, oc.weight_decay)
     if oc.name == "sgd":
         return torch.optim.SGD(groups, lr=oc.lr, momentum=oc.momentum)
     device_type = next(model.parameters()).device.type
@@ -231,7 +234,7 @@ def train_run(
             t0 = time.perf_counter()
             lr = get_lr(step, plan.steps, config.optim.lr, config.schedule)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             x, y = sample_batch(data.train, tc.batch_size, tc.seq_len, gen, device)
             step_loss_sum = torch.zeros((), device=device)
             for start in range(0, tc.batch_size, micro):

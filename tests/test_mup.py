@@ -4,6 +4,7 @@ SP unchanged. Tiny models on CPU."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import yaml
 from tests.conftest import TINY_BASE
 from tuner import train as train_module
 from tuner.config import ConfigError, ModelConfig, RunConfig, from_dict
-from tuner.coord_check import coord_check, figure, table
+from tuner.coord_check import CoordCheck, coord_check, figure, parse_widths, table
 from tuner.models import build_model, logits
 from tuner.mup import SharedReadout, hidden_matrices, to_standard
 from tuner.train import get_lr, make_optimizer, train_run
@@ -52,6 +53,14 @@ def test_coord_check_logits_flat_under_mup_and_growing_under_sp(arch, tiny_data)
     fig = figure(check)
     assert len(fig.data) == 2 * (check.steps + 1) * len(check.layers)
     assert check.layers[0] == "embedding" and check.layers[-1] == "logits"
+    assert CoordCheck.from_dict(json.loads(json.dumps(check.to_dict()))) == check
+
+
+def test_parse_widths():
+    assert parse_widths("256,64, 128") == (64, 128, 256)
+    for bad in ("64", "64,x", "0,64", ""):
+        with pytest.raises(ConfigError, match="--widths"):
+            parse_widths(bad)
 
 
 def test_coord_check_rejects_recurrent_models(tiny_config):

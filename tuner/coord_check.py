@@ -48,6 +48,12 @@ class CoordCheck:
             for p, by_width in self.rms.items()
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CoordCheck:
+        """Inverse of `to_dict` (after a JSON round trip)."""
+        rms = {p: {int(w): v for w, v in d.items()} for p, d in data["rms"].items()}
+        return cls(tuple(data["widths"]), data["steps"], data["lr"], tuple(data["layers"]), rms)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "widths": list(self.widths),
@@ -56,6 +62,17 @@ class CoordCheck:
             "layers": list(self.layers),
             "rms": {p: {str(w): v for w, v in d.items()} for p, d in self.rms.items()},
         }
+
+
+def parse_widths(text: str, flag: str = "--widths") -> tuple[int, ...]:
+    """ "64,128,256" -> (64, 128, 256); ConfigError naming `flag` for anything else."""
+    try:
+        widths = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers") from None
+    if len(widths) < 2 or widths[0] <= 0:
+        raise ConfigError(f"{flag} {text!r}: needs two or more positive widths")
+    return widths
 
 
 def layer_outputs(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -27,12 +27,15 @@ keeps attention logits bounded where the head dim grows. The query is not zero-i
 (the paper's option): with transformers' small init std the attention is already close to
 uniform at initialisation, and the tied readout cannot be zero-initialised at all.
 
-Why not the `mup` package: it installs torchvision and another torch, its `set_base_shapes`
-needs a base and a delta model built beside the real one, its hidden-weight rescaling assumes
-PyTorch's fan-in init (transformers uses a fixed std), it has no hook into transformers'
-attention scale, and MuAdam writes the scaled lr into each param group, which a training loop
-that sets `group["lr"]` every step (as tuner's does) overwrites. Here the rules are plain
-module edits and param groups with an `lr_scale` that the loop multiplies in.
+Why not the `mup` package (read from its 1.0.0 sdist, not installed): installing it pulls
+torchvision and another torch; every parameter must first carry an `infshape` from
+`set_base_shapes` (base shapes from a base and a delta model, or a .bsh file); its fan-in
+bookkeeping takes dim 1 as fan-in (torch's (out, in)), the reverse of GPT-2's Conv1D (in, out);
+`set_base_shapes(rescale_params=True)` multiplies a MuSharedReadout's weight, which is the
+embedding, by sqrt(width_mult); transformers' attention scale needs patching either way; and
+MuAdam writes the scaled lr into each param group, which a loop that sets `group["lr"]` every
+step (tuner's) overwrites. So the rules are implemented here as a few module edits and param
+groups with an `lr_scale` that the loop multiplies in.
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ def apply_mup(model: nn.Module, base_width: int) -> nn.Module:
     Call once, on the model as built (it rescales the initial weights); the learning rates
     come from `param_groups`.
     """
+    if isinstance(model.get_output_embeddings(), SharedReadout):
+        raise ValueError("apply_mup: the model is in μP form already (it rescales the init)")
     mult = width_mult(model_width(model), base_width)
     with torch.no_grad():
         for layer in hidden_matrices(model):

@@ -46,6 +46,7 @@ from _common import (  # noqa: E402
 )
 
 PARAMS = ("sp", "mup")
+NAMES = {"sp": "SP", "mup": "μP"}
 RUNS_FILE = RESULTS / "mup_transfer-runs.jsonl"
 _DATA: Any = None  # token arrays, loaded once per worker process
 
@@ -131,9 +132,8 @@ def mean_losses(runs: list[dict], param: str, width: int, lrs: list[float]) -> l
     """Seed-averaged loss per learning rate (inf if any seed diverged)."""
     out = []
     for lr in lrs:
-        values = [
-            r["val_loss"] for r in runs if (r["param"], r["width"], r["lr"]) == (param, width, lr)
-        ]
+        key = job_key(param, width, lr, 0)[:3]
+        values = [r["val_loss"] for r in runs if job_key(**_run_key(r))[:3] == key]
         out.append(float(np.mean(values)) if values else math.nan)
     return out
 
@@ -182,6 +182,10 @@ def analyse(runs: list[dict], transfer: list[dict], args: argparse.Namespace) ->
             "widest_best": per_width[wide]["best"],
             "transfer_ratio": transferred / per_width[wide]["best"],
             "wider_better_at": better,
+            "widest_minus_narrowest": [
+                per_width[wide]["losses"][j] - per_width[min(widths)]["losses"][j]
+                for j in range(len(lrs))
+            ],
         }
     return out
 
@@ -217,32 +221,26 @@ def report(result: dict, say: Report) -> None:
             )
     say(markdown_table(headers, rows))
     say()
+    lo, hi = min(widths), max(widths)
     for p in PARAMS:
-        name = "μP" if p == "mup" else "SP"
+        r = a[p]
         say(
-            f"{name}: optimum drift across widths {min(widths)}-{max(widths)} (max/min): "
-            f"{a[p]['drift']:.2f}x"
+            f"{NAMES[p]}: optimum drift across widths {lo}-{hi} (max/min) {r['drift']:.2f}x; "
+            f"lr {r['transfer_lr']:.3g} (the optimum at width {lo}) trained at width {hi}: loss "
+            f"{r['transfer_loss']:.4f} vs the sweep's best {r['widest_best']:.4f} "
+            f"({(r['transfer_ratio'] - 1) * 100:+.2f} %); loss at width {hi} minus width {lo}, "
+            f"by lr: {', '.join(f'{g:+.3f}' for g in r['widest_minus_narrowest'])}"
         )
-    drift = a["mup"]["drift"]
+    drift, ratio = a["mup"]["drift"], a["mup"]["transfer_ratio"]
+    better = a["mup"]["wider_better_at"]
     say(
         f"goal μP optimum drift ≤ 1.5x: {drift:.2f}x ({'met' if drift <= 1.5 else 'NOT met'}) "
         f"(SP beside it: {a['sp']['drift']:.2f}x)"
     )
-    for p in PARAMS:
-        name = "μP" if p == "mup" else "SP"
-        r = a[p]
-        say(
-            f"{name}: lr {r['transfer_lr']:.3g} (the optimum at width {min(widths)}) trained "
-            f"at width {max(widths)}: loss {r['transfer_loss']:.4f} vs the sweep's best "
-            f"{r['widest_best']:.4f} "
-            f"({(r['transfer_ratio'] - 1) * 100:+.2f} %)"
-        )
-    ratio = a["mup"]["transfer_ratio"]
     say(
         f"goal μP transferred lr within 1 % of the widest sweep's best: {(ratio - 1) * 100:+.2f} % "
         f"({'met' if ratio <= 1.01 else 'NOT met'})"
     )
-    better = a["mup"]["wider_better_at"]
     say(
         f"goal μP wider is better at every lr: {sum(better)} of {len(better)} learning rates "
         f"({'met' if all(better) else 'NOT met'}); SP: {sum(a['sp']['wider_better_at'])} of "
@@ -256,7 +254,9 @@ def figure(result: dict) -> Any:
 
     args = argparse.Namespace(**result["args"])
     a = result["analysis"]
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=["SP", "μP"])
+    fig = make_subplots(
+        rows=1, cols=2, shared_yaxes=True, subplot_titles=[NAMES[p] for p in PARAMS]
+    )
     for col, p in enumerate(PARAMS, start=1):
         for i, w in enumerate(args.widths):
             pw = a[p]["per_width"][str(w)]
@@ -311,6 +311,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--jobs", type=int, default=2, help="training processes in parallel")
     ap.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    ap.add_argument("--tag", default="", help="suffix of the result files' names")
     ap.add_argument("--report", default="", help="re-analyse a saved results json")
     args = ap.parse_args(argv)
     args.widths = sorted(int(w) for w in args.widths.split(","))
@@ -337,7 +338,12 @@ def recipe_key(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def job_key(param: str, width: int, lr: float, seed: int) -> tuple:
+    """Learning rates compare as 6 significant digits (grids computed two ways agree)."""
     return (param, int(width), f"{lr:.6g}", int(seed))
+
+
+def _run_key(run: dict) -> dict:
+    return {k: run[k] for k in ("param", "width", "lr", "seed")}
 
 
 def load_done(args: argparse.Namespace) -> dict[tuple, dict]:
@@ -386,8 +392,22 @@ def main(argv: list[str] | None = None) -> None:
                 analyse(result["runs"], result["transfer"], argparse.Namespace(**result["args"]))
             )
         )
+        path = Path(args.report)
+        if "header" not in result:  # files written before the header was stored in the json
+            lines = path.with_suffix(".md").read_text().splitlines()
+            result["header"] = lines[
+                : lines.index("Coordinate check of this recipe (tuner.coord_check, 1 seed):")
+            ]
+        for line in result["header"]:
+            say(line)
         report(result, say)
-        write_figures(result, Path(args.report).stem)
+        say()
+        say(
+            f"Wall time: {result['wall_seconds'] / 60:.1f} min. Re-analysed with `python "
+            f"bench/mup_transfer.py --report {path}`."
+        )
+        save_results(path.stem, result, say.text)
+        write_figures(result, path.stem)
         return
     quiet()
     use_temp_stores("mup")
@@ -439,10 +459,18 @@ def main(argv: list[str] | None = None) -> None:
         "coord_check": coord_result,
         "analysis": analysis,
     }
+    result["header"] = list(say.lines)
     report(result, say)
     say()
     say(f"Wall time: {wall / 60:.1f} min ({len(jobs) + len(moved) - reused} runs trained).")
-    name = f"mup_transfer-{mode}" if args.arch == "gpt2" else f"mup_transfer-{args.arch}-{mode}"
+    name = "-".join(
+        [
+            "mup_transfer",
+            *([args.arch] if args.arch != "gpt2" else []),
+            mode,
+            *filter(None, [args.tag]),
+        ]
+    )
     save_results(name, result, say.text)
     write_figures(result, name)
 

@@ -116,9 +116,10 @@ def main() -> None:
     )
 
     t0 = time.perf_counter()
-    for module in ("optuna.importance", "plotly.graph_objects"):  # once per process
-        importlib.import_module(module)  # optuna.importance pulls in scikit-learn
+    for module in ("optuna.importance", "optuna.visualization", "plotly.graph_objects"):
+        importlib.import_module(module)  # once per process; optuna.importance: scikit-learn
     from tuner import dashboards, figures
+    from tuner.page import render_html
 
     imports = time.perf_counter() - t0
 
@@ -130,7 +131,7 @@ def main() -> None:
     figs = figures.figures(data)
     steps["figures"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    page = figures.render_html(data, figs)
+    page = render_html(data, figs)
     steps["html"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = Path(args.out)

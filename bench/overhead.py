@@ -451,8 +451,12 @@ def main(argv: list[str] | None = None) -> None:
         say()
         say("## `tuner study create` to the first training step")
         part2 = run_part2(workdir, args.cli_repeats, warm=True, fresh_too=not args.quick, say=say)
-    name = ("overhead" + ("-quick" if args.quick else "") + ("-wal" if args.sqlite_wal else "")
-            + ("-part1" if args.skip_cli else ""))
+    name = (
+        "overhead"
+        + ("-quick" if args.quick else "")
+        + ("-wal" if args.sqlite_wal else "")
+        + ("-part1" if args.skip_cli else "")
+    )
     path = save_results(
         name,
         {"args": vars(args), "machine": info, "tokens": tokens, "part1": part1, "part2": part2},

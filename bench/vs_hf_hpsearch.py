@@ -71,7 +71,7 @@ class RouteResult:
 
 
 def n_startup(n_trials: int) -> int:
-    """tuner's rule for TPE's random startup trials (tuner.study.make_sampler)."""
+    """tuner's rule for TPE's random startup trials (tuner.samplers.make_sampler)."""
     return min(10, max(2, n_trials // 3))
 
 
@@ -208,8 +208,8 @@ def run_hf(args: argparse.Namespace, workdir: Path) -> tuple[RouteResult, dict[s
 
     from tuner.config import ModelConfig, RunConfig, from_dict
     from tuner.data import load_token_data
+    from tuner.evaluate import evaluate
     from tuner.models import build_model
-    from tuner.train import evaluate
 
     config = from_dict(RunConfig, base_config(args))
     data = load_token_data(config.data, config.tokenizer)

@@ -86,7 +86,7 @@ def run_arm(
     cmd = [
         sys.executable,
         "-m",
-        "tuner.workers",
+        "tuner",
         "study",
         "create",
         "bench",

@@ -23,10 +23,11 @@ from tests.helpers import cli, write_space
 from tuner import stores
 from tuner.config import ConfigError, RunConfig, from_dict, load_run_config
 from tuner.data import load_token_data
-from tuner.export import parse_amount, redact_url
-from tuner.final import FinalRun
+from tuner.evaluate import evaluate
+from tuner.export import redact_url
 from tuner.saved import load_saved
-from tuner.train import evaluate
+from tuner.tracking import FinalRun
+from tuner.units import parse_amount
 
 TRIAL_TOKENS = 4096
 # one torch thread: on a shared 2-core machine two threads can run 5-40x slower

@@ -237,7 +237,7 @@ def test_a_real_tracking_server_serves_the_runs_over_rest(tmp_path, mlflow_serve
 def test_tuner_ui_serves_the_store_on_loopback(tmp_path):
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tuner.cli", "ui", "--port", str(port)],
+        [sys.executable, "-m", "tuner", "ui", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,

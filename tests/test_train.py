@@ -11,8 +11,9 @@ import torch
 from tokenizers import Tokenizer
 
 from tuner.config import ConfigError
+from tuner.evaluate import evaluate
 from tuner.models import build_model, count_params, flops_per_token
-from tuner.train import evaluate, get_lr, plan_budget, train_run
+from tuner.train import get_lr, plan_budget, train_run
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "lstm", "gru"])

@@ -26,13 +26,15 @@ from mlflow import MlflowClient
 
 from tests.conftest import TINY_BASE
 from tests.helpers import cli, write_space
-from tuner.study import default_journal, load_study
-from tuner.workers import counted, worker_command
+from tuner.records import counted
+from tuner.spawn import worker_command
+from tuner.stores import default_journal
+from tuner.study import load_study
 
 INTERVAL = 1  # heartbeat, seconds
 GRACE = 5  # seconds without a beat before a trial counts as lost
 WAIT = 420  # upper bound on any wait for workers: generous for a loaded 2-core machine
-TUNER = [sys.executable, "-m", "tuner.workers"]  # `tuner`, without relying on the console script
+TUNER = [sys.executable, "-m", "tuner"]  # `tuner`, without relying on the console script
 LOCK_WORDS = ("database is locked", "locked", "traceback", "error")
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -418,6 +420,9 @@ def test_four_local_workers_default_storage_no_lock_errors(tmp_path, procs, monk
     assert sorted(r.info.status for r in trial_runs(client, "four")) == ["FINISHED"] * 6
     built = [p.name for p in cache.iterdir() if p.is_dir()]
     assert len(built) == 1 and not built[0].startswith("."), built  # one build, no leftovers
+    # the dashboard is redrawn after a --workers run too, and attached to the study's run
+    assert (tmp_path / "dashboards" / "four.html").is_file()
+    assert "dashboard: dashboards/four.html" in output
 
 
 def test_worker_killed_mid_trial_is_failed_and_retried(tmp_path, procs):

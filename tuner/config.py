@@ -2,24 +2,47 @@
 
 A trial trains a RunConfig, `tuner export` writes one and `tuner train` reads one, so a trial
 is reproducible from its exported config alone. Every section is a frozen dataclass; YAML goes
-in through `yaml.safe_load` and `from_dict`, which rejects unknown keys and wrong types with a
-`ConfigError` that names the key.
+in through `yaml.safe_load` and `from_dict` (tuner.schema), which rejects unknown keys and
+wrong types with a `ConfigError` that names the key.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from tuner.errors import ConfigError
+from tuner.evalconfig import EvalConfig
+from tuner.schema import assign, coerce, flatten, from_dict, load_yaml, to_dict
+from tuner.schema import check as _check
+from tuner.schema import field_type as _field_type
 
-class ConfigError(ValueError):
-    """Bad user input: the message names what is wrong and where (file, key)."""
+__all__ = ["ConfigError", "RunConfig", "from_dict", "load_yaml", "to_dict"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The dimensions of a transformer (for lstm/gru: layers and hidden size)."""
+
+    n_layer: int
+    d_model: int
+    n_head: int
+    d_ff: int
+
+
+# Non-embedding parameter counts are for gpt2 (12·L·d² roughly); add vocab·d for the embedding.
+SIZE_PRESETS: dict[str, Shape] = {
+    "nano": Shape(2, 64, 2, 256),  # ~0.1M non-embedding
+    "micro": Shape(2, 128, 4, 512),  # ~0.4M
+    "tiny": Shape(4, 128, 4, 512),  # ~0.8M
+    "mini": Shape(4, 256, 4, 1024),  # ~3.2M
+    "small": Shape(6, 384, 6, 1536),  # ~10.6M
+    "medium": Shape(8, 512, 8, 2048),  # ~25M
+    "base": Shape(12, 768, 12, 3072),  # ~85M (GPT-2 small)
+}
 
 
 @dataclass(frozen=True)
@@ -114,8 +137,6 @@ class ModelConfig:
     """The d_model that μP scales from, i.e. the tuned proxy's width (0 = this model's own)."""
 
     def __post_init__(self) -> None:
-        from tuner.models import SIZE_PRESETS, resolve_shape
-
         _check(
             self.size in SIZE_PRESETS or self.size == "custom",
             "model.size",
@@ -137,13 +158,14 @@ class ModelConfig:
             f"mup is defined for gpt2 and llama, not {self.arch}",
         )
         if self.parametrization == "mup" and self.base_width:
-            shape = resolve_shape(self)
-            head_dim = shape.d_model // shape.n_head
+            preset = SIZE_PRESETS.get(self.size, Shape(0, 0, 0, 0))
+            d_model, n_head = self.d_model or preset.d_model, self.n_head or preset.n_head or 1
+            head_dim = max(1, d_model // n_head)
             _check(
                 self.base_width % head_dim == 0,
                 "model.base_width",
                 f"{self.base_width} is not a multiple of the head dim {head_dim} "
-                f"(d_model {shape.d_model} / n_head {shape.n_head}), so the base model "
+                f"(d_model {d_model} / n_head {n_head}), so the base model "
                 "would not have whole heads",
             )
 
@@ -245,6 +267,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -262,141 +285,23 @@ class RunConfig:
 
     def flat(self) -> dict[str, Any]:
         """Every field as `section.key: value` (for MLflow params)."""
-        return flatten(self.to_dict())
+        return flatten(self.to_dict(), keep=("price_per_hour",))
 
     def replace(self, path: str, value: Any) -> RunConfig:
         """A copy with the field at dotted `path` set to `value` (type-checked)."""
         return set_path(self, path, value)
 
 
-def _check(ok: bool, where: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{where}: {message}")
-
-
-def to_dict(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        path = f"{prefix}{key}"
-        if (
-            isinstance(value, dict)
-            and value
-            and all(isinstance(k, str) for k in value)
-            and not path.endswith("price_per_hour")
-        ):
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
-
-
-def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass `cls` from plain data, naming the key of any unknown field or bad type."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            raise ConfigError(f"{path}: unknown key (known: {', '.join(sorted(names))})")
-        kwargs[key] = _coerce(hints[key], value, path)
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, path)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, allowed))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(arg, value, path)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{path}: {value!r} has the wrong type")
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)[:1]
-        return tuple(_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        key_tp, val_tp = typing.get_args(tp)
-        return {
-            _coerce(key_tp, k, path): _coerce(val_tp, v, f"{path}.{k}") for k, v in value.items()
-        }
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    return value
-
-
 def field_type(path: str) -> Any:
     """The declared type of the RunConfig field at dotted `path`; ConfigError if none."""
-    cls: Any = RunConfig
-    parts = path.split(".")
-    for i, part in enumerate(parts):
-        if not dataclasses.is_dataclass(cls):
-            raise ConfigError(f"{path}: unknown config key")
-        hints = typing.get_type_hints(cls)
-        if part not in hints:
-            raise ConfigError(f"{'.'.join(parts[: i + 1])}: unknown config key")
-        cls = hints[part]
-    if dataclasses.is_dataclass(cls):
-        raise ConfigError(f"{path}: is a section, not a value")
-    return cls
+    return _field_type(RunConfig, path)
 
 
 def set_path(config: RunConfig, path: str, value: Any) -> RunConfig:
     """Return a copy of `config` with dotted `path` set, validated like YAML input."""
     data = config.to_dict()
-    _assign(data, path, _coerce(field_type(path), value, path))
+    assign(data, path, coerce(field_type(path), value, path))
     return from_dict(RunConfig, data)
-
-
-def _assign(data: dict[str, Any], path: str, value: Any) -> None:
-    """Set dotted `path` in a RunConfig's plain-dict form."""
-    *parents, leaf = path.split(".")
-    for part in parents:
-        data = data[part]
-    data[leaf] = to_dict(value)
 
 
 def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
@@ -422,29 +327,15 @@ def apply_overrides(
     data = config.to_dict()
     for path, value in overrides:
         try:
-            value = _coerce(field_type(path), value, path)
+            value = coerce(field_type(path), value, path)
         except ConfigError as err:
             raise ConfigError(f"{flag} {path}={value}: {err}") from None
-        _assign(data, path, value)
+        assign(data, path, value)
     try:
         return from_dict(RunConfig, data)
     except ConfigError as err:
         shown = " ".join(f"{p}={v}" for p, v in overrides)
         raise ConfigError(f"{flag} {shown}: {err}") from None
-
-
-def load_yaml(path: str | Path) -> Any:
-    """`yaml.safe_load` a file, turning a missing file or bad YAML into one ConfigError line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML ({problem})") from None
 
 
 def load_run_config(path: str | Path) -> RunConfig:

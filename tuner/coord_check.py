@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner.config import ConfigError, RunConfig
+from tuner.config import RunConfig
 from tuner.data import TokenData, load_token_data
+from tuner.errors import ConfigError
 from tuner.models import build_model, logits
 from tuner.train import make_optimizer, sample_batch
 from tuner.width import at_width

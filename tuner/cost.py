@@ -1,9 +1,8 @@
-"""What a run costs: device resolution, peak FLOP/s (measured once per machine), memory, price."""
+"""What a run costs: peak FLOP/s (measured once per machine), peak memory, price."""
 
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time
@@ -12,23 +11,8 @@ import torch
 
 from tuner import stores
 from tuner.config import CostConfig
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return device.type
+from tuner.device import device_name, synchronize
+from tuner.files import atomic_write
 
 
 def peak_flops(device: torch.device, cfg: CostConfig) -> float:
@@ -41,9 +25,7 @@ def peak_flops(device: torch.device, cfg: CostConfig) -> float:
     if key not in known:
         known[key] = measure_matmul_flops(device)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # workers may measure at the same time
-        tmp.write_text(json.dumps(known, indent=2))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(known, indent=2))  # workers may measure at the same time
     return float(known[key])
 
 
@@ -56,11 +38,11 @@ def measure_matmul_flops(device: torch.device, seconds: float = 0.5) -> float:
     best = 0.0
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(4):
             a @ b
-        _sync(device)
+        synchronize(device)
         best = max(best, 4 * 2 * n**3 / (time.perf_counter() - start))
     return best
 
@@ -83,8 +65,3 @@ def price_usd(wall_seconds: float, device: torch.device, cfg: CostConfig) -> flo
     table = cfg.price_per_hour
     rate = table.get(device_name(device), table.get(device.type, 0.0))
     return wall_seconds / 3600.0 * rate
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -1,37 +1,29 @@
-"""Dashboards: study -> plain data (`gather`) -> plotly figures (tuner.figures) -> one HTML page.
+"""Dashboards, one way: study -> plain data (`gather`, here) -> plotly figures
+(tuner.figures) -> one HTML page (tuner.page).
 
-The gather half (this module) is plain Python and is what the tests check; the draw half
-(tuner.figures) only turns that data into figures, so a wrong number is always a gather bug.
-The page embeds plotly.js, so it opens offline, and it is attached to the study's parent MLflow
-run so the MLflow UI has it too. Big studies stay small and fast: scatters switch to WebGL,
-numbers travel as typed arrays and learning curves are subsampled.
+This module is plain Python and is what the tests check; the figures only turn its data into
+plots, so a wrong number is always a gather bug.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 
-from tuner.config import ConfigError
+from tuner import metrics
+from tuner.errors import ConfigError
+from tuner.metrics import COST_AXES
+from tuner.records import FINISHED, TrialRecord
+from tuner.units import finite
 
 if TYPE_CHECKING:
     from tuner.study import StudyHandle
-
-COST_AXES = {
-    "train_flops": "training FLOPs",
-    "wall_seconds": "wall time (s)",
-    "price_usd": "estimated price (USD)",
-}
 MAX_CURVES = 400
 """Learning curves drawn at most; the best trials are always among them."""
 TOP_N = 15
@@ -57,28 +49,14 @@ class NoCompleteTrials(ConfigError):
 
 
 @dataclass(frozen=True)
-class TrialPoint:
-    """What the dashboards know about one finished trial."""
+class TrialPoint(TrialRecord):
+    """A finished trial's record with what the dashboards draw it by."""
 
-    number: int
-    state: str
-    """Optuna state: COMPLETE, PRUNED or FAIL."""
-    outcome: str
-    """complete | pruned | diverged | failed: pruned and diverged trials are both PRUNED."""
-    params: dict[str, Any]
-    values: tuple[float, ...]
-    """Objective values (complete trials only)."""
-    metrics: dict[str, float]
-    cost: dict[str, Any]
-    curve: tuple[tuple[float, float], ...]
-    """(tokens seen, validation loss) at each milestone reached."""
-    reason: str
-    run_id: str | None
-    group: str
+    group: str = ""
     """Model size (with the architecture when that varies too): the colour of a point."""
-    learning_rate: float | None
-    batch_size: int | None
-    numbers: dict[str, float]
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    numbers: dict[str, float] = field(default_factory=dict)
     """Every finite metric and cost figure, for fast look-ups."""
 
     @property
@@ -120,6 +98,8 @@ class DashboardData:
     waiting: int
     cost_keys: list[str]
     """Cost axes some complete trial has a positive value for."""
+    task_metrics: list[str]
+    """Downstream task scores (`task.NAME.METRIC`) some complete trial recorded."""
     fronts: dict[str, list[int]]
     """x key (n_params or a cost key) -> trial numbers on the Pareto front, by increasing x."""
     history: History
@@ -131,6 +111,10 @@ class DashboardData:
     tracking_uri: str = ""
     experiment_id: str = ""
     parent_run_id: str = ""
+    optuna_trials: list[optuna.trial.FrozenTrial] = field(default_factory=list)
+    """Finished and running trials as Optuna keeps them, for Optuna's own plots."""
+    max_running: int = 0
+    """The most trials that ran at one moment: above 1, several workers shared the study."""
     generated: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
     @property
@@ -152,8 +136,8 @@ def gather(handle: StudyHandle, metric: str | None = None) -> DashboardData:
     study = handle.study
     all_trials = study.get_trials(deepcopy=False)
     states = optuna.trial.TrialState
-    finished = [t for t in all_trials if t.state in (states.COMPLETE, states.PRUNED, states.FAIL)]
-    if not any(t.state == states.COMPLETE for t in finished):
+    finished = [TrialRecord.of(t) for t in all_trials if t.state in FINISHED]
+    if not any(t.state == "COMPLETE" for t in finished):
         counts = ", ".join(
             f"{sum(t.state == s for t in all_trials)} {STATE_WORDS[s.name]}"
             for s in states
@@ -169,6 +153,7 @@ def gather(handle: StudyHandle, metric: str | None = None) -> DashboardData:
     complete = [t for t in trials if t.state == "COMPLETE"]
     metric = metric or _default_metric(finished)
     cost_keys = [k for k in COST_AXES if any(t.metric(k) and t.metric(k) > 0 for t in complete)]
+    task_metrics = sorted({k for t in complete for k in t.metrics if _is_task_score(k)})
     fronts = {
         key: pareto_front([(t.number, t.metric(key), t.metric(metric)) for t in complete])
         for key in ["n_params", *cost_keys]
@@ -192,6 +177,7 @@ def gather(handle: StudyHandle, metric: str | None = None) -> DashboardData:
         running=sum(t.state == states.RUNNING for t in all_trials),
         waiting=sum(t.state == states.WAITING for t in all_trials),
         cost_keys=cost_keys,
+        task_metrics=task_metrics,
         fronts=fronts,
         history=history(trials, objectives[0][1], cost_keys),
         importance=importance,
@@ -201,41 +187,56 @@ def gather(handle: StudyHandle, metric: str | None = None) -> DashboardData:
         tracking_uri=handle.tracking_uri,
         experiment_id=handle.experiment_id,
         parent_run_id=handle.parent_run_id,
+        optuna_trials=[t for t in all_trials if t.state != states.WAITING],
+        max_running=max_overlap(_intervals(all_trials)),
     )
 
 
-def _point(t: optuna.trial.FrozenTrial, group: str) -> TrialPoint:
-    attrs = t.user_attrs
-    config = attrs.get("config") or {}
-    reason = str(attrs.get("reason", ""))
-    outcome = {"COMPLETE": "complete", "FAIL": "failed"}.get(t.state.name, "pruned")
-    if outcome == "pruned" and reason.startswith("diverged"):
-        outcome = "diverged"
-    lr = config.get("optim", {}).get("lr", t.params.get("learning_rate", t.params.get("lr")))
-    batch = config.get("train", {}).get("batch_size", t.params.get("batch_size"))
-    curve = tuple((float(x), float(y)) for x, y in attrs.get("curve") or () if _finite(y))
-    metrics, cost = dict(attrs.get("metrics") or {}), dict(attrs.get("cost") or {})
+def _intervals(trials: Iterable[optuna.trial.FrozenTrial]) -> list[tuple[float, float]]:
+    """(start, end) of every trial that started; a running trial runs until now."""
+    now = datetime.now()  # Optuna keeps naive local times
+    return [
+        (t.datetime_start.timestamp(), (t.datetime_complete or now).timestamp())
+        for t in trials
+        if t.datetime_start is not None
+    ]
+
+
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most intervals open at one moment (an interval ending as another starts is not
+    open with it)."""
+    events = sorted([(end, -1) for _, end in intervals] + [(start, 1) for start, _ in intervals])
+    running = most = 0
+    for _, step in events:  # at equal times, ends (-1) sort before starts
+        running += step
+        most = max(most, running)
+    return most
+
+
+def _point(t: TrialRecord, group: str) -> TrialPoint:
+    lr = t.config.get("optim", {}).get("lr", t.params.get("learning_rate", t.params.get("lr")))
+    batch = t.config.get("train", {}).get("batch_size", t.params.get("batch_size"))
     return TrialPoint(
-        number=t.number,
-        state=t.state.name,
-        outcome=outcome,
-        params=dict(t.params),
-        values=tuple(t.values) if t.state.name == "COMPLETE" and t.values else (),
-        metrics=metrics,
-        cost=cost,
-        curve=curve,
-        reason=reason,
-        run_id=attrs.get("mlflow_run_id"),
+        **{f.name: getattr(t, f.name) for f in fields(TrialRecord)},
         group=group,
-        learning_rate=float(lr) if _finite(lr) else None,
-        batch_size=int(batch) if _finite(batch) else None,
-        numbers={k: float(v) for k, v in (cost | metrics).items() if _finite(v)},
+        learning_rate=float(lr) if finite(lr) else None,
+        batch_size=int(batch) if finite(batch) else None,
+        numbers={k: float(v) for k, v in (t.cost | t.metrics).items() if finite(v)},
     )
 
 
-def _group_labels(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, str]:
+def _is_task_score(name: str) -> bool:
+    if not name.startswith(metrics.TASK_PREFIX):
+        return False
+    try:
+        return metrics.get(name).objective
+    except ConfigError:
+        return False
+
+
+def _group_labels(trials: Sequence[TrialRecord]) -> dict[int, str]:
     """Model size per trial, prefixed by the architecture only when a study varies it."""
-    models = {t.number: (t.user_attrs.get("config") or {}).get("model", {}) for t in trials}
+    models = {t.number: t.config.get("model", {}) for t in trials}
     archs = {m.get("arch") for m in models.values()}
     return {
         n: (f"{m.get('arch', '?')} " if len(archs) > 1 else "") + str(m.get("size", "?"))
@@ -243,12 +244,12 @@ def _group_labels(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, str]:
     }
 
 
-def _default_metric(trials: Sequence[optuna.trial.FrozenTrial]) -> str:
+def _default_metric(trials: Sequence[TrialRecord]) -> str:
     """Perplexity compares trials only under one tokenizer; bits per byte compares any."""
     tokenizers = {
-        json.dumps((t.user_attrs.get("config") or {}).get("tokenizer"), sort_keys=True)
+        json.dumps(t.config.get("tokenizer"), sort_keys=True)
         for t in trials
-        if t.state.name == "COMPLETE"
+        if t.state == "COMPLETE"
     }
     return "val_bpb" if len(tokenizers) > 1 else "val_perplexity"
 
@@ -278,7 +279,7 @@ def pareto_front(points: Iterable[tuple[int, float | None, float | None]]) -> li
 def rank(complete: Sequence[TrialPoint], direction: str) -> list[TrialPoint]:
     """Complete trials, best first on the first objective."""
     sign = -1.0 if direction == "maximize" else 1.0
-    usable = [t for t in complete if t.values and _finite(t.values[0])]
+    usable = [t for t in complete if t.values and finite(t.values[0])]
     return sorted(usable, key=lambda t: (sign * t.values[0], t.number))
 
 
@@ -292,7 +293,7 @@ def history(trials: Sequence[TrialPoint], direction: str, cost_keys: Sequence[st
     for t in trials:  # in trial order; every finished trial has cost
         for key in cost_keys:
             spent[key] += max(t.metric(key) or 0.0, 0.0)
-        if t.state != "COMPLETE" or not t.values or not _finite(t.values[0]):
+        if t.state != "COMPLETE" or not t.values or not finite(t.values[0]):
             continue
         numbers.append(t.number)
         values.append(float(t.values[0]))
@@ -348,55 +349,3 @@ def pick_curves(trials: Sequence[TrialPoint], ranked: Sequence[TrialPoint]) -> l
     step = len(rest) / (MAX_CURVES - len(keep))
     keep |= {rest[int(i * step)] for i in range(MAX_CURVES - len(keep))}
     return sorted(keep)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def default_path(handle: StudyHandle) -> Path:
-    return Path("dashboards") / f"{handle.name}.html"
-
-
-def write_dashboard(handle: StudyHandle, path: str | Path | None = None) -> Path:
-    """Draw the study to one self-contained HTML file (default dashboards/NAME.html)."""
-    from tuner.figures import render_html  # plotly is imported only to draw
-
-    data = gather(handle)
-    page = render_html(data)
-    path = Path(path) if path else default_path(handle)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, page)
-    return path
-
-
-def log_dashboard(handle: StudyHandle, path: str | Path) -> None:
-    """Attach the page to the study's parent MLflow run as dashboards/NAME.html."""
-    path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="tuner-dashboard-") as tmp:
-        staged = Path(tmp) / f"{handle.name}.html"
-        shutil.copyfile(path, staged)
-        handle.tracker().log_artifact(handle.parent_run_id, staged, "dashboards")
-
-
-def publish(handle: StudyHandle, path: str | Path | None = None) -> Path | None:
-    """Redraw the page and attach it to MLflow; None (no error) while nothing is complete."""
-    try:
-        path = write_dashboard(handle, path)
-    except NoCompleteTrials:
-        return None
-    log_dashboard(handle, path)
-    return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Parallel workers may redraw at once: readers see the old page or the new, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a page is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -8,10 +8,6 @@ and the file is replaced atomically.
 
 from __future__ import annotations
 
-import math
-import os
-import re
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,23 +17,12 @@ from urllib.parse import urlsplit, urlunsplit
 import optuna
 import yaml
 
-from tuner.config import ConfigError, RunConfig, from_dict
-from tuner.space import COST_METRICS, TRIAL_METRICS
-
-MAXIMIZED = ("val_accuracy",)
-AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgtp]?)\s*$", re.I)
-SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "p": 1e15}
-
-
-def parse_amount(text: str | float | int | None, flag: str) -> float | None:
-    """`200000`, `2e5`, `200k`, `1.5M`, `3e15` -> a positive number (None passes through)."""
-    if text is None:
-        return None
-    match = AMOUNT.match(str(text))
-    value = float(match.group(1)) * SUFFIX[match.group(2).lower()] if match else 0.0
-    if not value > 0:
-        raise ConfigError(f"{flag} {text!r}: expected a positive number (200000, 2e5, 200k)")
-    return value
+from tuner import metrics, version
+from tuner.config import SIZE_PRESETS, RunConfig
+from tuner.errors import ConfigError
+from tuner.files import atomic_write, make_parent
+from tuner.records import TrialRecord
+from tuner.units import parse_amount
 
 
 @dataclass(frozen=True)
@@ -52,10 +37,9 @@ class Constraints:
         """From the CLI's text (`5M`, `2e15`); ConfigError for anything but a positive number."""
         return cls(parse_amount(max_params, "--max-params"), parse_amount(max_flops, "--max-flops"))
 
-    def met_by(self, trial: optuna.trial.FrozenTrial) -> bool:
-        cost = trial.user_attrs.get("cost", {})
-        return _within(cost.get("n_params"), self.max_params) and _within(
-            cost.get("train_flops"), self.max_flops
+    def met_by(self, record: TrialRecord) -> bool:
+        return _within(record.cost.get("n_params"), self.max_params) and _within(
+            record.cost.get("train_flops"), self.max_flops
         )
 
     def describe(self) -> str:
@@ -77,7 +61,7 @@ class Constraints:
 class Pick:
     """The chosen trial, its config and the metric that chose it."""
 
-    trial: optuna.trial.FrozenTrial
+    trial: TrialRecord
     config: RunConfig
     metric: str
     direction: str
@@ -88,20 +72,11 @@ def _within(value: Any, bound: float | None) -> bool:
     return bound is None or (value is not None and float(value) <= bound)
 
 
-def metric_of(trial: optuna.trial.FrozenTrial, metric: str) -> float | None:
-    """The trial's recorded value of `metric` (trial metrics, then cost figures); None if absent."""
-    source = trial.user_attrs.get("metrics" if metric in TRIAL_METRICS else "cost", {})
-    value = source.get(metric)
-    if value is None or not math.isfinite(float(value)):
-        return None
-    return float(value)
-
-
 def direction_for(study: optuna.Study, objective_metrics: list[str], metric: str) -> str:
     """The study's own direction when `metric` is one of its objectives, else the natural one."""
     if metric in objective_metrics:
         return study.directions[objective_metrics.index(metric)].name.lower()
-    return "maximize" if metric in MAXIMIZED else "minimize"
+    return metrics.direction(metric)
 
 
 def pick_trial(
@@ -114,14 +89,14 @@ def pick_trial(
     """The best complete trial by `metric` (default: the first objective) that meets the
     constraints, or exactly `trial_number`; ConfigError when there is none."""
     metric = metric or objective_metrics[0]
-    if metric not in TRIAL_METRICS + COST_METRICS:
-        raise ConfigError(f"--metric {metric!r}: one of {', '.join(TRIAL_METRICS + COST_METRICS)}")
+    if metric not in metrics.OBJECTIVE_METRICS and metric not in objective_metrics:
+        raise ConfigError(f"--metric {metric!r}: one of {', '.join(metrics.OBJECTIVE_METRICS)}")
     direction = direction_for(study, objective_metrics, metric)
-    trials = study.get_trials(deepcopy=False)
+    trials = [TrialRecord.of(t) for t in study.get_trials(deepcopy=False)]
     if trial_number is not None:
         candidates = [_named_trial(study.study_name, trials, trial_number)]
     else:
-        candidates = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        candidates = [t for t in trials if t.state == "COMPLETE"]
         if not candidates:
             raise ConfigError(
                 f"study {study.study_name!r} has no complete trials yet "
@@ -134,53 +109,28 @@ def pick_trial(
         raise ConfigError(
             f"study {study.study_name!r}: {what} {verb} the constraints ({constraints.describe()})"
         )
-    scored = [(metric_of(t, metric), t) for t in fitting]
+    scored = [(t.value(metric), t) for t in fitting]
     scored = [(v, t) for v, t in scored if v is not None]
     if not scored:
         raise ConfigError(f"--metric {metric}: not recorded for the candidate trials")
     sign = -1.0 if direction == "maximize" else 1.0
     value, best = min(scored, key=lambda vt: (sign * vt[0], vt[1].number))
-    return Pick(best, trial_config(best), metric, direction, value)
+    return Pick(best, best.run_config(), metric, direction, value)
 
 
-def _named_trial(
-    study_name: str, trials: list[optuna.trial.FrozenTrial], number: int
-) -> optuna.trial.FrozenTrial:
+def _named_trial(study_name: str, trials: list[TrialRecord], number: int) -> TrialRecord:
     by_number = {t.number: t for t in trials}
     if number not in by_number:
         known = f"trials 0..{len(trials) - 1}" if trials else "no trials"
         raise ConfigError(f"--trial {number}: study {study_name!r} has no such trial ({known})")
     trial = by_number[number]
-    if trial.state != optuna.trial.TrialState.COMPLETE:
-        reason = trial.user_attrs.get("reason", "")
+    if trial.state != "COMPLETE":
+        reason = trial.reason
         raise ConfigError(
-            f"--trial {number}: the trial is {trial.state.name}, not COMPLETE"
+            f"--trial {number}: the trial is {trial.state}, not COMPLETE"
             + (f" ({reason.splitlines()[0][:120]})" if reason else "")
         )
     return trial
-
-
-def trial_config(trial: optuna.trial.FrozenTrial) -> RunConfig:
-    """The trial's full resolved RunConfig, validated by this version of tuner."""
-    raw = trial.user_attrs.get("config")
-    if raw is None:
-        raise ConfigError(f"trial {trial.number}: no stored config (not a tuner trial)")
-    try:
-        return from_dict(RunConfig, raw)
-    except ConfigError as err:
-        raise ConfigError(
-            f"trial {trial.number}: stored config is not valid here ({err})"
-        ) from None
-
-
-def tuner_version() -> str:
-    """The installed version (read from package metadata, which every kind of install has)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("tuner")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def redact_url(url: str) -> str:
@@ -200,36 +150,70 @@ def provenance(
 ) -> dict[str, Any]:
     """Where the config came from; informational, ignored when the file is loaded."""
     trial = pick.trial
-    cost = trial.user_attrs.get("cost", {})
     return {
         "study": study_name,
         "storage": redact_url(storage_url),
         "trial": trial.number,
-        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        "mlflow_run_id": trial.run_id,
         "tracking_uri": redact_url(tracking_uri),
         "metric": pick.metric,
         "value": pick.value,
         "direction": pick.direction,
         "constraints": constraints.as_dict(),
-        "metrics": {k: float(v) for k, v in trial.user_attrs.get("metrics", {}).items()},
-        "n_params": cost.get("n_params"),
-        "train_flops": cost.get("train_flops"),
+        "metrics": {k: float(v) for k, v in trial.metrics.items()},
+        "n_params": trial.cost.get("n_params"),
+        "train_flops": trial.cost.get("train_flops"),
         "params": dict(trial.params),
         "exported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tuner_version": tuner_version(),
+        "tuner_version": version(),
     }
 
 
+ZERO_MEANS = {
+    ("data", "max_chars"): "the whole corpus",
+    ("model", "n_layer"): "from the size preset",
+    ("model", "d_model"): "from the size preset",
+    ("model", "n_head"): "from the size preset",
+    ("model", "d_ff"): "from the size preset",
+    ("optim", "grad_clip"): "no clipping",
+    ("train", "micro_batch_size"): "no cap: the whole batch in one pass",
+    ("train", "flops"): "no FLOP budget: train.tokens is the budget",
+    ("train", "threads"): "torch's default",
+    ("cost", "peak_flops"): "measured once per machine",
+}
+"""What a zero means for the RunConfig fields where it stands for "not set"."""
+
+
 def render(config: RunConfig, prov: dict[str, Any]) -> str:
-    """The YAML text: a comment, the config, then the provenance block."""
+    """The YAML text: a comment, the config (each "not set" zero explained), then the
+    provenance block."""
     head = (
         f"# tuner export: trial {prov['trial']} of study {prov['study']} "
         f"({prov['metric']} {prov['value']:.6g}).\n"
         "# Train the final model: tuner train THIS_FILE [--tokens N]\n"
     )
-    body = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    body = explain_zeros(yaml.safe_dump(config.to_dict(), sort_keys=False), config)
     tail = yaml.safe_dump({"provenance": prov}, sort_keys=False)
     return head + body + tail
+
+
+def explain_zeros(body: str, config: RunConfig) -> str:
+    """A comment after every `key: 0` of ZERO_MEANS (`n_layer: 0  # 0 = from the size preset
+    (micro: 2)`); comments change nothing when the file is read back."""
+    preset = SIZE_PRESETS.get(config.model.size)
+    section = ""
+    lines = []
+    for line in body.splitlines():
+        if line and not line.startswith(" "):
+            section = line.split(":", 1)[0]
+        key, _, value = line.strip().partition(": ")
+        meaning = ZERO_MEANS.get((section, key)) if line.startswith("  ") else None
+        if meaning and not line.startswith("   ") and value in ("0", "0.0"):
+            if section == "model" and preset is not None:
+                meaning += f" ({config.model.size}: {getattr(preset, key)})"
+            line += f"  # 0 = {meaning}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def check_output(path: Path) -> Path:
@@ -237,27 +221,8 @@ def check_output(path: Path) -> Path:
         raise ConfigError(f"-o {path}: is a directory; name a file such as {path / 'best.yaml'}")
     if path.suffix.lower() not in (".yaml", ".yml"):
         raise ConfigError(f"-o {path}: expected a .yaml or .yml file name")
+    make_parent(path, "-o")
     return path
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def export_best(
@@ -276,5 +241,5 @@ def export_best(
     objective_metrics = [o.metric for o in handle.space.objectives]
     pick = pick_trial(handle.study, objective_metrics, trial, metric, constraints)
     prov = provenance(pick, handle.name, handle.storage_url, handle.tracking_uri, constraints)
-    write_atomic(path, render(pick.config, prov))
+    atomic_write(path, render(pick.config, prov))
     return path, pick

@@ -13,23 +13,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
-import time
-import uuid
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from tuner import cost, stores
+from tuner import stores, version
 from tuner.config import (
-    ConfigError,
     RunConfig,
     TokenizerConfig,
     apply_overrides,
@@ -39,11 +33,17 @@ from tuner.config import (
     parse_overrides,
 )
 from tuner.data import TokenData, load_token_data
-from tuner.export import current_umask, parse_amount, tuner_version
+from tuner.device import autocast_for, resolve_device
+from tuner.errors import ConfigError, TrainingError
+from tuner.evaluate import evaluate
+from tuner.files import DestinationTaken, staged_dir
 from tuner.finetune import check_vocab
+from tuner.metrics import LOGGED_COST
 from tuner.saved import SavedModel, load_saved, save_model_dir
-from tuner.tracking import COST_KEYS, Tracker, TrialRun, check_tracking_uri
-from tuner.train import Milestone, evaluate, train_run
+from tuner.startup import describe_run
+from tuner.tracking import FinalRun, check_tracking_uri
+from tuner.train import Milestone, train_run
+from tuner.units import parse_amount
 
 TEST_TOKENS_MAX = 1 << 20
 """The test split is scored in full up to this many tokens."""
@@ -147,13 +147,6 @@ def check_experiment(name: str) -> str:
 # ---------------------------------------------------------------- evaluation
 
 
-def _autocast(config: RunConfig, device: torch.device) -> Callable[[], Any]:
-    """The same precision rule as train_run: bf16 autocast on CUDA under `auto`."""
-    tc = config.train
-    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
-
-
 def score(
     model: nn.Module,
     tokens: np.ndarray,
@@ -172,122 +165,11 @@ def score(
         n_tokens,
         config.train.eval_batch_size,
         device,
-        _autocast(config, device),
+        autocast_for(config.train.precision, device),
     )
     metrics = {prefix + k.removeprefix("val_"): v for k, v in metrics.items()}
     metrics[prefix + "tokens"] = float(min(n_tokens, len(tokens) - 1))
     return metrics
-
-
-# ---------------------------------------------------------------- MLflow
-
-
-class FinalRun:
-    """The MLflow run of a final training: curves, test metrics, config and the model.
-
-    Nothing reaches MLflow until the first training step has run (`start` is called from the
-    progress callback), so a config that `train_run` rejects leaves no run and no experiment.
-    """
-
-    def __init__(
-        self,
-        tracking_uri: str,
-        experiment: str,
-        study: str | None,
-        config: RunConfig,
-        tags: dict[str, str],
-    ):
-        self.uri = tracking_uri
-        self.experiment = experiment
-        self.study = study
-        self.config = config
-        self.tags = tags
-        self.run_id = ""
-        self.pending: dict[str, float] = {}
-        """Metrics measured before the run exists (the --init-from model's scores)."""
-
-    def start(self) -> None:
-        if self.run_id:
-            return
-        self.tracker = Tracker(self.uri)
-        client = self.tracker.client
-        self.experiment_id = self.tracker.experiment_for(self.experiment)
-        client.set_experiment_tag(self.experiment_id, "tuner.kind", "final")
-        if self.study:  # experiment_for tags it with its own name; name the study instead
-            client.set_experiment_tag(self.experiment_id, "tuner.study", self.study)
-        elif "tuner.study" in client.get_experiment(self.experiment_id).tags:
-            client.delete_experiment_tag(self.experiment_id, "tuner.study")
-        tags = {
-            "tuner.kind": "final",
-            **({"tuner.study": self.study} if self.study else {}),
-            **self.tags,
-        }
-        run = client.create_run(
-            self.experiment_id, run_name=f"final-{self.config.model.arch}", tags=tags
-        )
-        self.run_id = run.info.run_id
-        self.tracker._log_params(self.run_id, self.config.flat())
-        client.log_text(self.run_id, self.config.to_yaml(), "config.yaml")
-        self.curves = TrialRun(self.tracker, self.run_id)
-        if self.pending:
-            self.log_metrics(self.pending)
-
-    def log_milestone(self, milestone: Milestone) -> None:
-        self.start()
-        self.curves.log_milestone(milestone)  # step = tokens seen, as in every trial
-
-    def log_metrics(self, values: dict[str, Any], step: int = 0) -> None:
-        from mlflow.entities import Metric
-
-        self.start()
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, float(v), now, step)
-            for k, v in values.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        ]
-        self.tracker.client.log_batch(self.run_id, metrics=metrics)
-
-    def log_model(self, folder: Path, registered_name: str, arch: str, tags: dict[str, str]) -> str:
-        """Log the folder as an MLflow LoggedModel of this run and register a new version."""
-        from mlflow.entities import LoggedModelOutput
-
-        client = self.tracker.client
-        model = client.create_logged_model(
-            self.experiment_id, name="model", source_run_id=self.run_id, model_type=arch, tags=tags
-        )
-        client.log_model_artifacts(model.model_id, str(folder))
-        client.finalize_logged_model(model.model_id, "READY")
-        client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, 0)])
-        self._ensure_registered(registered_name, tags)
-        # source is the artifact location: a models:/ URI makes the store resolve it through
-        # MLflow's global tracking URI, not this client's
-        version = client.create_model_version(
-            registered_name,
-            source=model.artifact_location,
-            run_id=self.run_id,
-            model_id=model.model_id,
-            tags=tags,
-        )
-        return str(version.version)
-
-    def _ensure_registered(self, name: str, tags: dict[str, str]) -> None:
-        from mlflow.exceptions import MlflowException
-
-        client = self.tracker.client
-        try:
-            client.get_registered_model(name)
-        except MlflowException:
-            try:
-                client.create_registered_model(
-                    name, tags=tags, description="Final models trained by `tuner train`."
-                )
-            except MlflowException:  # another process created it meanwhile
-                client.get_registered_model(name)
-
-    def end(self, status: str) -> None:
-        if self.run_id:
-            self.tracker.end(self.run_id, status)
 
 
 # ---------------------------------------------------------------- the command
@@ -304,8 +186,13 @@ def train_final(
     experiment: str | None = None,
     registered_name: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    on_milestone: Callable[[Milestone], None] | None = None,
 ) -> FinalResult:
     """Train, test, save and register the final model of `config_path`.
+
+    `on_note` hears one line on what is trained once the config has passed every check;
+    `on_milestone` hears every evaluation and `on_progress` (tokens, total) every step.
 
     Everything the user gave is checked before training starts and before anything is written
     to MLflow; the model folder appears complete or not at all (it is written beside its
@@ -332,11 +219,18 @@ def train_final(
         check_vocab(saved, data)
     else:
         data = load_token_data(config.data, config.tokenizer)
+    if config.eval.tasks:  # datasets, columns and classes, before training
+        from tuner.tasks import validate_tasks
+
+        validate_tasks(config, ("test",))
+    about = describe_run(config, data.vocab_size, saved.model if saved is not None else None)
+    if on_note:
+        on_note(about)
     tags = _run_tags(prov, saved, out_dir)
     run = FinalRun(uri, experiment, study, config, tags)
     try:
         result = _train_and_save(
-            config, data, saved, run, out_dir, prov, registered_name, on_progress
+            config, data, saved, run, out_dir, prov, registered_name, on_progress, on_milestone
         )
     except BaseException as err:
         run.end("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
@@ -365,11 +259,12 @@ def _train_and_save(
     prov: dict[str, Any],
     registered_name: str,
     on_progress: Callable[[int, int], None] | None,
+    on_milestone: Callable[[Milestone], None] | None = None,
 ) -> FinalResult:
     init_val: dict[str, float] = {}
     init_model = None
     if saved is not None:
-        init_model = saved.model.to(cost.resolve_device(config.train.device))
+        init_model = saved.model.to(resolve_device(config.train.device))
         init_val = score(init_model, data.val, data, config, config.train.eval_tokens, "init_val_")
         run.pending = dict(init_val)
 
@@ -378,17 +273,28 @@ def _train_and_save(
         if on_progress:
             on_progress(tokens, total)
 
+    def milestone(m: Milestone) -> None:
+        run.log_milestone(m)
+        if on_milestone:
+            on_milestone(m)
+
     result = train_run(
-        config, data, on_milestone=run.log_milestone, on_progress=progress, init_model=init_model
+        config, data, on_milestone=milestone, on_progress=progress, init_model=init_model
     )
     run.start()
     if result.status != "complete":
-        raise ConfigError(
+        raise TrainingError(
             f"training stopped: {result.reason or result.status}; "
             "try a lower optim.lr or a larger train.tokens"
         )
     test = score(result.model, data.test, data, config, TEST_TOKENS_MAX, "test_")
-    figures = {k: result.cost[k] for k in COST_KEYS if k in result.cost}
+    if config.eval.tasks:  # downstream tasks on the test split: metrics task.NAME.METRIC
+        from tuner.tasks import run_tasks
+
+        tasks = run_tasks(config, result.model, data, split="test")
+        test |= tasks.flat()
+        result.cost["task_seconds"] = tasks.total_seconds
+    figures = {k: result.cost[k] for k in LOGGED_COST if k in result.cost}
     run.log_metrics(test | figures, step=int(result.cost["tokens_seen"]))
     metrics = {"val": result.metrics, "test": test, "init_val": init_val, "cost": result.cost}
     folder_prov = {
@@ -397,7 +303,7 @@ def _train_and_save(
         "registered_model": registered_name,
         "init_from": str(saved.path.resolve()) if saved is not None else None,
         "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tuner_version": tuner_version(),
+        "tuner_version": version(),
     }
     write_model_dir(out_dir, result.model, data.tokenizer_path, config, folder_prov, metrics)
     model_tags = {
@@ -407,7 +313,7 @@ def _train_and_save(
     }
     if prov.get("study"):
         model_tags["tuner.study"] = str(prov["study"])
-    version = _register(run, out_dir, registered_name, config.model.arch, model_tags)
+    model_version = _register(run, out_dir, registered_name, config.model.arch, model_tags)
     return FinalResult(
         out_dir,
         config,
@@ -417,7 +323,7 @@ def _train_and_save(
         run.run_id,
         run.experiment,
         registered_name,
-        version,
+        model_version,
         init_val,
     )
 
@@ -444,19 +350,11 @@ def write_model_dir(
     metrics: dict[str, Any],
 ) -> None:
     """Save into a hidden sibling folder, then rename it to `out_dir` in one step."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()  # (mkdtemp would leave the final folder readable by its owner only)
     try:
-        save_model_dir(tmp, model, tokenizer_file, config, prov, metrics)
-        for path in tmp.iterdir():  # some writers (safetensors) leave files owner-only
-            path.chmod(0o666 & ~current_umask())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        os.replace(tmp, out_dir)  # replaces a missing or empty folder, never a full one
-    except OSError:
+        with staged_dir(out_dir) as tmp:
+            save_model_dir(tmp, model, tokenizer_file, config, prov, metrics)
+    except DestinationTaken as err:
         raise ConfigError(
-            f"--out {out_dir}: something filled it during training; the model is kept in {tmp}"
+            f"--out {out_dir}: something filled it during training; the model is kept in "
+            f"{err.staged}"
         ) from None

@@ -7,32 +7,11 @@ logits (B, T, V) through `logits(model, ids)`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from tuner.config import ConfigError, ModelConfig
-
-
-@dataclass(frozen=True)
-class Shape:
-    n_layer: int
-    d_model: int
-    n_head: int
-    d_ff: int
-
-
-# Non-embedding parameter counts are for gpt2 (12·L·d² roughly); add vocab·d for the embedding.
-SIZE_PRESETS: dict[str, Shape] = {
-    "nano": Shape(2, 64, 2, 256),  # ~0.1M non-embedding
-    "micro": Shape(2, 128, 4, 512),  # ~0.4M
-    "tiny": Shape(4, 128, 4, 512),  # ~0.8M
-    "mini": Shape(4, 256, 4, 1024),  # ~3.2M
-    "small": Shape(6, 384, 6, 1536),  # ~10.6M
-    "medium": Shape(8, 512, 8, 2048),  # ~25M
-    "base": Shape(12, 768, 12, 3072),  # ~85M (GPT-2 small)
-}
+from tuner.config import SIZE_PRESETS, ModelConfig, Shape
+from tuner.errors import ConfigError
 
 
 def resolve_shape(cfg: ModelConfig) -> Shape:

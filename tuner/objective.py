@@ -8,53 +8,29 @@ goes on. Whatever happens, the trial's MLflow run is ended.
 from __future__ import annotations
 
 import traceback as tb
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
+from torch import nn
 
+from tuner import metrics, records
 from tuner.config import RunConfig
-from tuner.data import load_token_data
-from tuner.space import TRIAL_METRICS, ParamSpec, SearchSpace
+from tuner.data import TokenData, load_token_data
+from tuner.progress import NullReporter, Reporter
+from tuner.space import ParamSpec, SearchSpace
 from tuner.tracking import Tracker
 from tuner.train import Milestone, TrainResult, train_run
 
 
-class Reporter(Protocol):
-    """What the CLI shows while a study runs; `NullReporter` shows nothing."""
-
-    def trial_started(self, number: int, params: dict[str, Any], total_tokens: int) -> None: ...
-    def progress(self, tokens: int, total: int) -> None: ...
-    def trial_finished(self, trial: optuna.trial.FrozenTrial, study: optuna.Study) -> None: ...
-
-
-class NullReporter:
-    def trial_started(self, number: int, params: dict[str, Any], total_tokens: int) -> None:
-        pass
-
-    def progress(self, tokens: int, total: int) -> None:
-        pass
-
-    def trial_finished(self, trial: optuna.trial.FrozenTrial, study: optuna.Study) -> None:
-        pass
-
-
 class TrialFailed(Exception):
-    """A trial that cannot produce a value (out of memory, invalid sampled config)."""
+    """A trial that cannot produce a value (out of memory)."""
 
 
 def trial_seed(study_seed: int, number: int) -> int:
     """A trial's seed, from the study seed and the trial number."""
     return (study_seed * 1_000_003 + number) % 2**31
-
-
-ORIGIN_ATTR = "origin_trial"
-
-
-def origin_number(trial: optuna.Trial) -> int:
-    """The number whose seed a trial uses: its own, or, for the retry of a lost trial, the lost
-    trial's (a retry copies the lost trial's user attributes), so the retry reruns it exactly."""
-    return int(trial.user_attrs.get(ORIGIN_ATTR, trial.number))
 
 
 def suggest(trial: optuna.Trial, p: ParamSpec) -> Any:
@@ -65,39 +41,53 @@ def suggest(trial: optuna.Trial, p: ParamSpec) -> Any:
     return trial.suggest_float(p.name, float(p.low), float(p.high), step=p.step, log=p.log)
 
 
+def task_hook(config: RunConfig, data: TokenData) -> Callable[[nn.Module, bool], dict] | None:
+    """The downstream tasks of `config.eval`, run at the last milestone (or every one) on the
+    validation split; None when there are none."""
+    if not config.eval.tasks:
+        return None
+    from tuner.tasks import run_tasks
+
+    def run(model: nn.Module, last: bool) -> dict[str, float]:
+        if not (last or config.eval.every_milestone):
+            return {}
+        return run_tasks(config, model, data, split="val").flat()
+
+    return run
+
+
 def metric_value(result: TrainResult, metric: str) -> float:
-    source = result.metrics if metric in TRIAL_METRICS else result.cost
+    source = result.cost if metrics.get(metric).source == "cost" else result.metrics
     return float(source[metric])
 
 
 @dataclass
-class Objective:
-    """Callable handed to `study.optimize`."""
+class TrialObjective:
+    """The callable handed to `study.optimize`: one trial, trained and tracked."""
 
     space: SearchSpace
     study_name: str
     tracker: Tracker
     experiment_id: str
     parent_run_id: str
-    reporter: Any = None
+    reporter: Reporter = field(default_factory=NullReporter)
 
     def __post_init__(self) -> None:
-        self.reporter = self.reporter or NullReporter()
         self.data = load_token_data(self.space.base.data, self.space.base.tokenizer)
 
     def config_for(self, trial: optuna.Trial) -> RunConfig:
         values = {p.name: suggest(trial, p) for p in self.space.params}
         config = self.space.apply(values)
-        return config.replace("seed", trial_seed(self.space.seed, origin_number(trial)))
+        return config.replace("seed", trial_seed(self.space.seed, records.origin_number(trial)))
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        trial.set_user_attr(ORIGIN_ATTR, origin_number(trial))
+        origin = records.write_origin(trial)
         try:
             config = self.config_for(trial)
         except Exception as err:  # an invalid sampled combination fails the trial, not the study
-            trial.set_user_attr("reason", f"{type(err).__name__}: {err}"[:2000])
+            records.write_reason(trial, f"{type(err).__name__}: {err}")
             raise
-        trial.set_user_attr("config", config.to_dict())
+        records.write_config(trial, config)
         run = self.tracker.start_trial(
             self.experiment_id,
             self.parent_run_id,
@@ -107,15 +97,16 @@ class Objective:
             config,
             trial.params,
         )
-        trial.set_user_attr("mlflow_run_id", run.run_id)
-        if origin_number(trial) != trial.number:
-            self.tracker.client.set_tag(run.run_id, "tuner.retry_of", str(origin_number(trial)))
+        records.write_run_id(trial, run.run_id)
+        if origin != trial.number:
+            self.tracker.client.set_tag(run.run_id, "tuner.retry_of", str(origin))
         single = not self.space.multi_objective
         primary = self.space.objectives[0].metric
+        prunable = single and metrics.get(primary).source == "metrics"
 
         def on_milestone(m: Milestone) -> bool:
             run.log_milestone(m)
-            if single and primary in TRIAL_METRICS:
+            if prunable and primary in m.metrics:  # a task metric may be last-milestone only
                 trial.report(m.metrics[primary], step=m.index)
                 return trial.should_prune()
             return False
@@ -123,9 +114,13 @@ class Objective:
         try:
             self.reporter.trial_started(trial.number, trial.params, config.train.tokens)
             result = train_run(
-                config, self.data, on_milestone=on_milestone, on_progress=self.reporter.progress
+                config,
+                self.data,
+                on_milestone=on_milestone,
+                on_progress=self.reporter.progress,
+                extra_eval=task_hook(config, self.data),
             )
-            self._record(trial, result)
+            records.write_result(trial, result)
             if result.status in ("diverged", "pruned"):
                 run.finish("KILLED", "PRUNED", result, reason=result.reason)
                 raise optuna.TrialPruned(result.reason)
@@ -139,19 +134,10 @@ class Objective:
             raise
         except Exception as err:
             reason = f"{type(err).__name__}: {err}"
-            trial.set_user_attr("reason", reason[:2000])
+            records.write_reason(trial, reason)
             run.finish("FAILED", "FAIL", reason=reason, traceback=tb.format_exc())
             raise
         except BaseException:  # Ctrl-C: the study stays resumable, the run is not left RUNNING
-            trial.set_user_attr("reason", "interrupted")
-            run.finish("KILLED", "FAIL", reason="interrupted")
+            records.write_reason(trial, records.INTERRUPTED)
+            run.finish("KILLED", "FAIL", reason=records.INTERRUPTED)
             raise
-
-    @staticmethod
-    def _record(trial: optuna.Trial, result: TrainResult) -> None:
-        trial.set_user_attr("metrics", result.metrics)
-        trial.set_user_attr("cost", result.cost)
-        curve = [[m.tokens_seen, m.metrics["val_loss"]] for m in result.history]
-        trial.set_user_attr("curve", curve)
-        if result.reason:
-            trial.set_user_attr("reason", result.reason)

@@ -17,7 +17,10 @@ from typing import Any
 
 import optuna
 
-from tuner.config import ConfigError, RunConfig, field_type, from_dict, load_yaml, set_path
+from tuner import metrics
+from tuner.config import RunConfig, field_type, from_dict, load_yaml, set_path
+from tuner.errors import ConfigError
+from tuner.samplers import PRUNERS, SAMPLERS
 
 ALIASES = {
     "learning_rate": "optim.lr",
@@ -30,10 +33,21 @@ ALIASES = {
     "warmup_fraction": "schedule.warmup_fraction",
     "arch": "model.arch",
 }
-TRIAL_METRICS = ("val_loss", "val_perplexity", "val_bpb", "val_accuracy", "train_loss")
-COST_METRICS = ("n_params", "n_params_non_embedding", "train_flops", "wall_seconds", "price_usd")
-SAMPLERS = ("grid", "random", "tpe", "cmaes", "nsga2", "qmc", "gp")
-PRUNERS = ("none", "median", "hyperband", "successive-halving")
+SHORT_NAMES = {
+    "learning_rate": "lr",
+    "batch_size": "batch",
+    "seq_len": "seq",
+    "model_size": "size",
+    "weight_decay": "wd",
+    "warmup_fraction": "warmup",
+}
+"""How tables and progress lines head the usual params (a dotted path: its last part)."""
+
+
+def short_name(param: str) -> str:
+    return SHORT_NAMES.get(param, param.rsplit(".", 1)[-1])
+
+
 TOP_KEYS = (
     "name",
     "description",
@@ -186,7 +200,7 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
     ):
         raise ConfigError(f"timeout: must be a positive number of seconds, got {timeout!r}")
-    objectives = _objectives(raw.get("objective"))
+    objectives = _objectives(raw.get("objective"), base.eval.metric_names())
     if len(objectives) > 1 and pruner != "none":
         raise ConfigError("pruner: pruning needs a single objective; use `pruner: none`")
     params_raw = raw.get("params") or {}
@@ -229,7 +243,8 @@ def _typed(raw: dict, key: str, tp: type, default: Any) -> Any:
     return value
 
 
-def _objectives(raw: Any) -> tuple[Objective, ...]:
+def _objectives(raw: Any, task_metrics: list[str]) -> tuple[Objective, ...]:
+    """The objectives; a task metric (`task.NAME.METRIC`) only when base.eval has the task."""
     items = raw if isinstance(raw, list) else [raw or {}]
     out = []
     for i, item in enumerate(items):
@@ -242,12 +257,13 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
                 f"{where}.{sorted(unknown)[0]}: unknown key (known: metric, direction)"
             )
         metric = item.get("metric", "val_loss")
-        direction = item.get("direction", "maximize" if metric == "val_accuracy" else "minimize")
-        if metric not in TRIAL_METRICS + COST_METRICS:
+        known = metrics.OBJECTIVE_METRICS + tuple(task_metrics)
+        if metric not in known:
+            hint = "" if task_metrics else "; task.NAME.METRIC needs the task in base.eval.tasks"
             raise ConfigError(
-                f"{where}.metric: unknown metric {metric!r} "
-                f"(one of {', '.join(TRIAL_METRICS + COST_METRICS)})"
+                f"{where}.metric: unknown metric {metric!r} (one of {', '.join(known)}{hint})"
             )
+        direction = item.get("direction", metrics.direction(metric))
         if direction not in ("minimize", "maximize"):
             raise ConfigError(f"{where}.direction: must be minimize or maximize, got {direction!r}")
         out.append(Objective(metric, direction))

@@ -1,10 +1,11 @@
 """Where things live: the default local store under ./mlruns and the URLs that replace it.
 
 Layout of the local store (TUNER_HOME, default ./mlruns):
-    optuna.db     Optuna storage (SQLite)
-    mlflow.db     MLflow backend (SQLite)
-    artifacts/    MLflow artifacts
-    cache/        tokenizers and token arrays, shared by all trials and workers
+    optuna.db            Optuna storage (SQLite), one local worker
+    optuna-journal.log   Optuna journal storage, several local workers
+    mlflow.db            MLflow backend (SQLite)
+    artifacts/           MLflow artifacts
+    cache/               tokenizers and token arrays, shared by all trials and workers
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import os
 import re
 from pathlib import Path
 
-from tuner.config import ConfigError
+from tuner.errors import ConfigError
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+SQLITE = "sqlite:///"
 
 
 def home() -> Path:
@@ -27,15 +29,41 @@ def cache_dir() -> Path:
 
 
 def default_storage() -> str:
-    return f"sqlite:///{home() / 'optuna.db'}"
+    return f"{SQLITE}{home() / 'optuna.db'}"
+
+
+def default_journal() -> str:
+    """The default storage of a study created with several local workers: a journal file."""
+    return str(home() / "optuna-journal.log")
 
 
 def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"{SQLITE}{home() / 'mlflow.db'}"
 
 
 def artifact_root() -> str:
     return (home() / "artifacts").as_uri()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a `sqlite:///PATH` URL, else None."""
+    return Path(url[len(SQLITE) :]) if url.startswith(SQLITE) else None
+
+
+def is_journal(url: str) -> bool:
+    """A plain path ending in .log is an Optuna journal file."""
+    return "://" not in url and url.endswith(".log")
+
+
+def local_file(url: str) -> Path | None:
+    """The file behind a local store URL (SQLite database or journal), else None."""
+    return sqlite_path(url) or (Path(url) if is_journal(url) else None)
+
+
+def default_storages() -> list[str]:
+    """The default Optuna storages that exist on disk: SQLite first, then the journal file."""
+    urls = [default_storage(), default_journal()]
+    return [u for u in urls if local_file(u).is_file()]
 
 
 def check_study_name(name: str) -> str:
@@ -50,10 +78,6 @@ def check_study_name(name: str) -> str:
 
 def ensure_local(url: str) -> None:
     """Create the folder of a local SQLite or journal file store before first use."""
-    path = None
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
-    elif "://" not in url:
-        path = Path(url)
+    path = sqlite_path(url) or (Path(url) if "://" not in url else None)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,29 +8,21 @@ FAILED (error, out of memory).
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tuner.config import ConfigError, RunConfig
+from tuner import stores
+from tuner.config import RunConfig
+from tuner.errors import ConfigError
+from tuner.files import file_lock
+from tuner.metrics import BEST_METRICS, LOGGED_COST
 from tuner.train import Milestone, TrainResult
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
-# Logged once when the run ends (tokens_per_second is already streamed at every milestone).
-COST_KEYS = (
-    "n_params",
-    "n_params_non_embedding",
-    "train_flops",
-    "tokens_seen",
-    "wall_seconds",
-    "train_seconds",
-    "eval_seconds",
-    "mfu",
-    "peak_memory_bytes",
-    "price_usd",
-)
 
 
 def check_tracking_uri(uri: str) -> str:
@@ -50,9 +42,11 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.uri = check_tracking_uri(tracking_uri)
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        db = stores.sqlite_path(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            self.client = SerializedClient(self.client, db.with_name(db.name + ".lock"))
 
     # ------------------------------------------------------------ experiment and parent run
 
@@ -64,9 +58,9 @@ class Tracker:
                 self.client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
         location = None
-        if self.uri.startswith("sqlite:///"):
-            db = Path(self.uri[len("sqlite:///") :]).resolve()
-            location = (db.parent / "artifacts" / study_name).as_uri()
+        db = stores.sqlite_path(self.uri)
+        if db is not None:
+            location = (db.resolve().parent / "artifacts" / study_name).as_uri()
         return self.client.create_experiment(
             study_name, artifact_location=location, tags={"tuner.study": study_name}
         )
@@ -101,11 +95,7 @@ class Tracker:
 
         now = _now()
         values = {"best_value": value, "best_trial": float(number)}
-        values |= {
-            f"best_{k}": v
-            for k, v in metrics.items()
-            if k in ("val_loss", "val_perplexity", "val_bpb", "val_accuracy")
-        }
+        values |= {f"best_{k}": v for k, v in metrics.items() if k in BEST_METRICS}
         tags = [RunTag("best_trial", str(number))] + (
             [RunTag("best_run_id", run_id)] if run_id else []
         )
@@ -191,7 +181,7 @@ class TrialRun:
             now = _now()
             step = int(result.cost.get("tokens_seen", 0))
             metrics = [
-                Metric(k, float(result.cost[k]), now, step) for k in COST_KEYS if k in result.cost
+                Metric(k, float(result.cost[k]), now, step) for k in LOGGED_COST if k in result.cost
             ]
             tags.append(RunTag("tuner.device", str(result.cost.get("device", ""))))
         client.log_batch(self.run_id, metrics=metrics, tags=tags)
@@ -199,6 +189,114 @@ class TrialRun:
             client.log_text(self.run_id, traceback, "traceback.txt")
         client.set_terminated(self.run_id, status=status)
         self.ended = True
+
+
+class FinalRun:
+    """The MLflow run of a final training: curves, test metrics, config and the model.
+
+    Nothing reaches MLflow until the first training step has run (`start` is called from the
+    progress callback), so a config that `train_run` rejects leaves no run and no experiment.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        study: str | None,
+        config: RunConfig,
+        tags: dict[str, str],
+    ):
+        self.uri = tracking_uri
+        self.experiment = experiment
+        self.study = study
+        self.config = config
+        self.tags = tags
+        self.run_id = ""
+        self.pending: dict[str, float] = {}
+        """Metrics measured before the run exists (the --init-from model's scores)."""
+
+    def start(self) -> None:
+        if self.run_id:
+            return
+        self.tracker = Tracker(self.uri)
+        client = self.tracker.client
+        self.experiment_id = self.tracker.experiment_for(self.experiment)
+        client.set_experiment_tag(self.experiment_id, "tuner.kind", "final")
+        if self.study:  # experiment_for tags it with its own name; name the study instead
+            client.set_experiment_tag(self.experiment_id, "tuner.study", self.study)
+        elif "tuner.study" in client.get_experiment(self.experiment_id).tags:
+            client.delete_experiment_tag(self.experiment_id, "tuner.study")
+        tags = {
+            "tuner.kind": "final",
+            **({"tuner.study": self.study} if self.study else {}),
+            **self.tags,
+        }
+        run = client.create_run(
+            self.experiment_id, run_name=f"final-{self.config.model.arch}", tags=tags
+        )
+        self.run_id = run.info.run_id
+        self.tracker._log_params(self.run_id, self.config.flat())
+        client.log_text(self.run_id, self.config.to_yaml(), "config.yaml")
+        self.curves = TrialRun(self.tracker, self.run_id)
+        if self.pending:
+            self.log_metrics(self.pending)
+
+    def log_milestone(self, milestone: Milestone) -> None:
+        self.start()
+        self.curves.log_milestone(milestone)  # step = tokens seen, as in every trial
+
+    def log_metrics(self, values: dict[str, Any], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        self.start()
+        now = _now()
+        metrics = [
+            Metric(k, float(v), now, step)
+            for k, v in values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        self.tracker.client.log_batch(self.run_id, metrics=metrics)
+
+    def log_model(self, folder: Path, registered_name: str, arch: str, tags: dict[str, str]) -> str:
+        """Log the folder as an MLflow LoggedModel of this run and register a new version."""
+        from mlflow.entities import LoggedModelOutput
+
+        client = self.tracker.client
+        model = client.create_logged_model(
+            self.experiment_id, name="model", source_run_id=self.run_id, model_type=arch, tags=tags
+        )
+        client.log_model_artifacts(model.model_id, str(folder))
+        client.finalize_logged_model(model.model_id, "READY")
+        client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, 0)])
+        self._ensure_registered(registered_name, tags)
+        # source is the artifact location: a models:/ URI makes the store resolve it through
+        # MLflow's global tracking URI, not this client's
+        version = client.create_model_version(
+            registered_name,
+            source=model.artifact_location,
+            run_id=self.run_id,
+            model_id=model.model_id,
+            tags=tags,
+        )
+        return str(version.version)
+
+    def _ensure_registered(self, name: str, tags: dict[str, str]) -> None:
+        from mlflow.exceptions import MlflowException
+
+        client = self.tracker.client
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            try:
+                client.create_registered_model(
+                    name, tags=tags, description="Final models trained by `tuner train`."
+                )
+            except MlflowException:  # another process created it meanwhile
+                client.get_registered_model(name)
+
+    def end(self, status: str) -> None:
+        if self.run_id:
+            self.tracker.end(self.run_id, status)
 
 
 def _param_str(value: Any) -> str:
@@ -209,3 +307,28 @@ def _param_str(value: Any) -> str:
 
 def _now() -> int:
     return int(time.time() * 1000)
+
+
+class SerializedClient:
+    """An `MlflowClient` whose calls hold an exclusive lock file beside a SQLite store.
+
+    SQLite has one writer at a time; MLflow's read-then-write transactions from several
+    processes can fail at once with "database is locked" instead of waiting. Calls are
+    milliseconds and trials seconds, so queueing them costs nothing measurable.
+    """
+
+    def __init__(self, client: Any, lock_path: Path):
+        self._client = client
+        self._lock_path = lock_path
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with file_lock(self._lock_path):
+                return attr(*args, **kwargs)
+
+        return locked

@@ -1,12 +1,14 @@
-"""The training loop and evaluation. Imports neither optuna nor mlflow: callers observe a run
-through `on_milestone` (evaluation results; return True to stop early) and `on_progress`."""
+"""The training loop: fair token budgets, the learning-rate schedule, the optimizer and one
+loop that evaluates at fixed token milestones (tuner.evaluate). Imports neither optuna nor
+mlflow: callers observe a run through `on_milestone` (return True to stop early) and
+`on_progress`."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner import cost, mup
-from tuner.config import ConfigError, RunConfig, ScheduleConfig
+from tuner import mup
+from tuner.config import RunConfig, ScheduleConfig
+from tuner.cost import peak_flops, peak_memory_bytes, price_usd, reset_peak_memory
 from tuner.data import TokenData, load_token_data
+from tuner.device import autocast_for, device_name, resolve_device
+from tuner.errors import ConfigError
+from tuner.evaluate import evaluate
 from tuner.models import build_model, count_params, flops_per_token, logits, max_positions
-
-METRIC_NAMES = ("train_loss", "val_loss", "val_perplexity", "val_bpb", "val_accuracy")
 
 
 @dataclass
@@ -127,59 +131,39 @@ def sample_batch(
     return batch[:, :-1], batch[:, 1:]
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    tokens: np.ndarray,
-    token_bytes: np.ndarray,
-    seq_len: int,
-    n_tokens: int,
-    batch_size: int,
-    device: torch.device,
-    autocast: Any = nullcontext,
-) -> dict[str, float]:
-    """Loss, perplexity, bits per byte and accuracy on the first `n_tokens` targets of `tokens`.
+def train_step(
+    step_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    micro: int,
+    grad_clip: float,
+    autocast: Callable[[], AbstractContextManager],
+) -> torch.Tensor:
+    """One optimizer step over the batch (x, y), in micro-batches of `micro` sequences whose
+    gradients accumulate; returns the batch's mean loss, still on the device."""
+    batch = len(x)
+    loss_sum = torch.zeros((), device=x.device)
+    for start in range(0, batch, micro):
+        xb, yb = x[start : start + micro], y[start : start + micro]  # (b, T)
+        with autocast():
+            out = logits(step_model, xb)  # (b, T, V)
+        loss = F.cross_entropy(out.float().reshape(-1, out.size(-1)), yb.reshape(-1))
+        loss = loss * (len(xb) / batch)
+        loss.backward()
+        loss_sum += loss.detach()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(step_model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
 
-    Every trial scores exactly the same targets whatever its seq_len: windows of seq_len tile
-    the range and the last one is cut short.
-    """
-    n_tokens = min(n_tokens, len(tokens) - 1)
-    if n_tokens < 1:
-        raise ConfigError("data: the evaluation split has fewer than 2 tokens")
-    was_training = model.training
-    model.eval()
-    ids = torch.from_numpy(np.asarray(tokens[: n_tokens + 1]).astype(np.int64))
-    byte_len = torch.from_numpy(token_bytes)
-    nats = correct = 0.0
-    full = n_tokens // seq_len
-    chunks = [(ids[: full * seq_len + 1], seq_len)] if full else []
-    if n_tokens % seq_len:
-        chunks.append((ids[full * seq_len :], n_tokens % seq_len))
-    for chunk, length in chunks:
-        n_windows = (len(chunk) - 1) // length
-        x = chunk[: n_windows * length].view(n_windows, length)
-        y = chunk[1 : n_windows * length + 1].view(n_windows, length)
-        for start in range(0, n_windows, batch_size):
-            xb, yb = (
-                x[start : start + batch_size].to(device),
-                y[start : start + batch_size].to(device),
-            )
-            with autocast():
-                out = logits(model, xb)
-            out = out.float()
-            nats += F.cross_entropy(
-                out.reshape(-1, out.size(-1)), yb.reshape(-1), reduction="sum"
-            ).item()
-            correct += (out.argmax(-1) == yb).sum().item()
-    n_bytes = int(byte_len[ids[1:]].sum())
-    model.train(was_training)
-    loss = nats / n_tokens
-    return {
-        "val_loss": loss,
-        "val_perplexity": math.exp(min(loss, 700.0)),
-        "val_bpb": nats / math.log(2) / max(n_bytes, 1),
-        "val_accuracy": correct / n_tokens,
-    }
+
+def divergence(loss: float, first: float, factor: float, step: int) -> str:
+    """Why a run has diverged at this step, or '' while it has not."""
+    if math.isfinite(loss) and loss <= factor * first:
+        return ""
+    return f"diverged: train loss {loss:.4g} at step {step} (first {first:.4g}, limit x{factor:g})"
 
 
 def train_run(
@@ -188,137 +172,149 @@ def train_run(
     on_milestone: Callable[[Milestone], bool | None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     init_model: nn.Module | None = None,
+    extra_eval: Callable[[nn.Module, bool], dict[str, float]] | None = None,
 ) -> TrainResult:
-    """Train `config` from scratch (or from `init_model`) and evaluate at every milestone."""
+    """Train `config` from scratch (or from `init_model`) and evaluate at every milestone.
+
+    `extra_eval(model, is_last_milestone)` adds metrics to a milestone (downstream tasks);
+    its time is kept apart as `task_seconds`, out of training and evaluation time.
+    """
     wall_start = time.perf_counter()
     tc = config.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
     data = data or load_token_data(config.data, config.tokenizer)
-    device = cost.resolve_device(tc.device)
-    use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
-
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-
+    device = resolve_device(tc.device)
+    autocast = autocast_for(tc.precision, device)
     torch.manual_seed(config.seed)
     model = (
         init_model
         if init_model is not None
         else build_model(config.model, data.vocab_size, tc.seq_len)
     )
-    positions = max_positions(model)
-    if positions is not None and tc.seq_len > positions:
-        raise ConfigError(f"train.seq_len: {tc.seq_len} is beyond the model's range of {positions}")
-    if len(data.train) <= tc.seq_len + 1:
-        raise ConfigError(f"train.seq_len: {tc.seq_len} is longer than the training split")
+    check_fits(model, data, tc.seq_len)
     model.to(device).train()
-    n_params, n_non_embedding = count_params(model)
-    fpt = flops_per_token(n_non_embedding, data.vocab_size, config.model, tc.seq_len)
+    fpt = flops_per_token(count_params(model)[1], data.vocab_size, config.model, tc.seq_len)
     plan = plan_budget(config, fpt)
     step_model = torch.compile(model) if tc.compile else model
     optimizer = make_optimizer(model, config)
     gen = torch.Generator().manual_seed(config.seed + 1)
     micro = tc.micro_batch_size or tc.batch_size
-    cost.reset_peak_memory(device)
+    reset_peak_memory(device)
+
+    def milestone(index: int, step: int, lr: float, train_losses: list[float]) -> Milestone:
+        metrics = evaluate(
+            model,
+            data.val,
+            data.token_bytes,
+            tc.seq_len,
+            tc.eval_tokens,
+            tc.eval_batch_size,
+            device,
+            autocast,
+        )
+        metrics["train_loss"] = sum(train_losses) / max(len(train_losses), 1)
+        metrics["train_val_gap"] = metrics["val_loss"] - metrics["train_loss"]
+        metrics["learning_rate"] = lr
+        metrics["tokens_per_second"] = step * plan.tokens_per_step / max(train_seconds, 1e-9)
+        if extra_eval is not None:
+            nonlocal task_seconds
+            t2 = time.perf_counter()
+            metrics |= extra_eval(model, index == len(plan.milestone_steps) - 1)
+            task_seconds += time.perf_counter() - t2
+        return Milestone(index, step * plan.tokens_per_step, step, metrics)
 
     history: list[Milestone] = []
     status, reason = "complete", ""
-    train_seconds = eval_seconds = 0.0
+    train_seconds = eval_seconds = task_seconds = 0.0
     first_loss: float | None = None
-    window_loss = window_steps = 0.0
-    next_mark = 0
+    window: list[float] = []  # train losses since the last milestone
     step = 0
     try:
-        while step < plan.steps:
+        while step < plan.steps and status == "complete":
             t0 = time.perf_counter()
             lr = get_lr(step, plan.steps, config.optim.lr, config.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             x, y = sample_batch(data.train, tc.batch_size, tc.seq_len, gen, device)
-            step_loss_sum = torch.zeros((), device=device)
-            for start in range(0, tc.batch_size, micro):
-                xb, yb = x[start : start + micro], y[start : start + micro]
-                with autocast():
-                    out = logits(step_model, xb)  # (b, T, V)
-                loss = F.cross_entropy(out.float().reshape(-1, out.size(-1)), yb.reshape(-1))
-                loss = loss * (len(xb) / tc.batch_size)
-                loss.backward()
-                step_loss_sum += loss.detach()
-            if config.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = step_loss_sum.item()  # one device sync per step
+            step_loss = train_step(
+                step_model, optimizer, x, y, micro, config.optim.grad_clip, autocast
+            ).item()  # one device sync per step
             step += 1
             train_seconds += time.perf_counter() - t0
             first_loss = step_loss if first_loss is None else first_loss
-            if not math.isfinite(step_loss) or step_loss > tc.diverge_factor * first_loss:
+            reason = divergence(step_loss, first_loss, tc.diverge_factor, step)
+            if reason:
                 status = "diverged"
-                reason = (
-                    f"diverged: train loss {step_loss:.4g} at step {step} "
-                    f"(first {first_loss:.4g}, limit x{tc.diverge_factor:g})"
-                )
                 break
-            window_loss += step_loss
-            window_steps += 1
+            window.append(step_loss)
             if on_progress:
                 on_progress(step * plan.tokens_per_step, plan.tokens)
-            while next_mark < len(plan.milestone_steps) and step >= plan.milestone_steps[next_mark]:
+            while (
+                len(history) < len(plan.milestone_steps)
+                and step >= plan.milestone_steps[len(history)]
+            ):
                 t1 = time.perf_counter()
-                metrics = evaluate(
-                    model,
-                    data.val,
-                    data.token_bytes,
-                    tc.seq_len,
-                    tc.eval_tokens,
-                    tc.eval_batch_size,
-                    device,
-                    autocast,
-                )
+                history.append(milestone(len(history), step, lr, window))
                 eval_seconds += time.perf_counter() - t1
-                metrics["train_loss"] = window_loss / max(window_steps, 1)
-                metrics["train_val_gap"] = metrics["val_loss"] - metrics["train_loss"]
-                metrics["learning_rate"] = lr
-                metrics["tokens_per_second"] = (
-                    step * plan.tokens_per_step / max(train_seconds, 1e-9)
-                )
-                window_loss = window_steps = 0.0
-                milestone = Milestone(next_mark, step * plan.tokens_per_step, step, metrics)
-                history.append(milestone)
-                next_mark += 1
-                if on_milestone and on_milestone(milestone):
-                    status, reason = "pruned", f"pruned at milestone {milestone.index}"
+                window = []
+                if on_milestone and on_milestone(history[-1]):
+                    status, reason = "pruned", f"pruned at milestone {history[-1].index}"
                     break
-            if status == "pruned":
-                break
     except torch.OutOfMemoryError as err:
         status, reason = "oom", f"out of memory: {str(err).splitlines()[0][:300]}"
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    tokens_seen = step * plan.tokens_per_step
-    wall = time.perf_counter() - wall_start
+    timing = {
+        "wall_seconds": time.perf_counter() - wall_start,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds - task_seconds,
+        "task_seconds": task_seconds,
+    }
+    figures = run_cost(model, fpt, plan, step, timing, device, config)
+    final = dict(history[-1].metrics) if history else {}
+    return TrainResult(status, reason, final, figures, history, model)
+
+
+def check_fits(model: nn.Module, data: TokenData, seq_len: int) -> None:
+    """The model's positional range and the training split must hold one sequence."""
+    positions = max_positions(model)
+    if positions is not None and seq_len > positions:
+        raise ConfigError(f"train.seq_len: {seq_len} is beyond the model's range of {positions}")
+    if len(data.train) <= seq_len + 1:
+        raise ConfigError(f"train.seq_len: {seq_len} is longer than the training split")
+
+
+def run_cost(
+    model: nn.Module,
+    fpt: float,
+    plan: Plan,
+    steps: int,
+    timing: dict[str, float],
+    device: torch.device,
+    config: RunConfig,
+) -> dict[str, Any]:
+    """What a run cost: parameters, FLOPs, tokens, time, MFU, memory, device and price."""
+    n_params, n_non_embedding = count_params(model)
+    tokens_seen = steps * plan.tokens_per_step
     train_flops = fpt * tokens_seen
-    peak = cost.peak_flops(device, config.cost)
-    cost_figures = {
+    train_seconds = max(timing["train_seconds"], 1e-9)
+    peak = peak_flops(device, config.cost)
+    return {
         "n_params": n_params,
         "n_params_non_embedding": n_non_embedding,
         "flops_per_token": fpt,
         "train_flops": train_flops,
         "tokens_seen": tokens_seen,
         "budget_tokens": plan.tokens,
-        "steps": step,
-        "wall_seconds": wall,
-        "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-        "tokens_per_second": tokens_seen / max(train_seconds, 1e-9),
-        "mfu": train_flops / max(train_seconds, 1e-9) / peak if peak else 0.0,
+        "steps": steps,
+        **timing,
+        "tokens_per_second": tokens_seen / train_seconds,
+        "mfu": train_flops / train_seconds / peak if peak else 0.0,
         "peak_flops": peak,
-        "peak_memory_bytes": cost.peak_memory_bytes(device),
-        "device": cost.device_name(device),
-        "price_usd": cost.price_usd(wall, device, config.cost),
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "device": device_name(device),
+        "price_usd": price_usd(timing["wall_seconds"], device, config.cost),
     }
-    final = dict(history[-1].metrics) if history else {}
-    return TrainResult(status, reason, final, cost_figures, history, model)

@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-from tuner.config import ConfigError, RunConfig, from_dict
+from tuner.config import RunConfig, from_dict
+from tuner.errors import ConfigError
 from tuner.models import build_model, count_params, resolve_shape
 
 

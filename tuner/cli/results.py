@@ -1,0 +1,90 @@
+"""`tuner ui` and `tuner dashboard`: browse what the studies wrote."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuner import stores
+from tuner.cli.common import StorageOpt, TrackingOpt, err, out, user_errors
+
+
+@user_errors
+def ui(
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 127.0.0.1 keeps it local.")
+    ] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Start the MLflow UI on the project's store."""
+    uri = tracking_uri or stores.default_tracking_uri()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    if uri.startswith("sqlite:///"):
+        cmd += ["--default-artifact-root", stores.artifact_root()]
+    out.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop")
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@user_errors
+def dashboard(
+    name: Annotated[str, typer.Argument(help="Study to draw.")],
+    output: Annotated[
+        str | None,
+        typer.Option("-o", "--output", help="HTML file to write (default: dashboards/NAME.html)."),
+    ] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False,
+    mlflow: Annotated[
+        bool,
+        typer.Option("--mlflow/--no-mlflow", help="Attach the page to the study's MLflow run."),
+    ] = True,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Draw a study as one self-contained HTML page (perplexity against size and cost, ...)."""
+    from tuner.page import log_dashboard, write_dashboard
+    from tuner.study import load_study
+
+    handle = load_study(name, storage, tracking_uri)
+    path = write_dashboard(handle, output)
+    out.print(f"dashboard: {path}")
+    if mlflow:
+        try:
+            log_dashboard(handle, path)
+            out.print(f"attached to MLflow run {handle.parent_run_id} (artifacts/dashboards)")
+        except Exception as e:  # noqa: BLE001 - the page is written; MLflow is a bonus
+            err.print(f"[yellow]warning:[/] not attached to MLflow: {e}", highlight=False)
+    if open_ and not open_page(path):
+        out.print(
+            f"no browser could be opened here; the page is {path.resolve()}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def open_page(path: Path) -> bool:
+    """Open the page in a browser; False when none opens (a server, a container, no display)."""
+    import webbrowser
+
+    try:
+        return bool(webbrowser.open(path.resolve().as_uri()))
+    except webbrowser.Error:
+        return False

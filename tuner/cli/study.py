@@ -1,0 +1,297 @@
+"""`tuner study ...` and `tuner space ...`: create, run, resume, inspect and delete studies."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from tuner.cli.common import (
+    FormatOpt,
+    Startup,
+    StorageOpt,
+    TrackingOpt,
+    err,
+    out,
+    print_table,
+    user_errors,
+)
+from tuner.errors import ConfigError
+from tuner.units import num, plural
+
+if TYPE_CHECKING:
+    from tuner.study import StudyHandle
+
+STARTING = "starting: loading torch, Optuna and MLflow"
+study_app = typer.Typer(help="Create, run and inspect studies.", no_args_is_help=True)
+space_app = typer.Typer(help="Inspect search-space files.", no_args_is_help=True)
+
+
+@study_app.command("create")
+@user_errors
+def study_create(
+    name: Annotated[str, typer.Argument(help="Study name (letters, digits, '_', '.', '-').")],
+    space: Annotated[
+        str, typer.Option("--space", help="Search-space YAML file.")
+    ] = "search_spaces/quick.yaml",
+    sampler: Annotated[
+        str | None, typer.Option(help="grid | random | tpe | cmaes | nsga2 | qmc | gp")
+    ] = None,
+    pruner: Annotated[
+        str | None, typer.Option(help="none | median | hyperband | successive-halving")
+    ] = None,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", help="Trials to run (grid: every point).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop starting trials after this many seconds.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Study seed (samplers and trial seeds).")] = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a base config field: key=value (dotted path, e.g. train.tokens=100000).",
+        ),
+    ] = None,
+    run: Annotated[bool, typer.Option("--run/--no-run", help="Run the trials now.")] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes to run on this machine (default storage then: a journal file).",
+        ),
+    ] = 1,
+) -> None:
+    """Create a study from a search space and run it."""
+    with Startup(STARTING) as say:
+        from tuner.config import apply_overrides, parse_overrides
+        from tuner.space import load_space
+        from tuner.study import create_study
+
+        spec = load_space(space)
+        base = apply_overrides(spec.base, parse_overrides(set_))
+        spec = spec.with_settings(
+            base=base, sampler=sampler, pruner=pruner, n_trials=n_trials, timeout=timeout, seed=seed
+        )
+        say("opening stores: Optuna storage and MLflow tracking")
+        handle = create_study(name, spec, storage, tracking_uri, local_workers=workers)
+    out.print(
+        f"created study [bold]{name}[/] ({spec.sampler} sampler, {spec.pruner} pruner, "
+        f"{plural(spec.n_trials, 'trial')}) in {handle.storage_url}"
+    )
+    if run and workers > 1:
+        _run_workers(handle, workers, spec.timeout)
+    elif run:
+        _run(handle, spec.n_trials, spec.timeout)
+
+
+@study_app.command("resume")
+@user_errors
+def study_resume(
+    name: Annotated[str, typer.Argument(help="Study to continue.")],
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", help="New target trial count.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop starting trials after this many seconds.")
+    ] = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Continue a study up to its trial count."""
+    with Startup(STARTING) as say:
+        from tuner.study import load_study
+
+        say("opening stores: Optuna storage and MLflow tracking")
+        handle = load_study(name, storage, tracking_uri)
+    _run(handle, n_trials or handle.space.n_trials, timeout)
+
+
+def _run(handle: StudyHandle, n_trials: int, timeout: float | None) -> None:
+    """Run the study in this process with progress bars, then finish it."""
+    from tuner.progress import RichReporter, best_short
+    from tuner.startup import warm_up
+    from tuner.study import run_study
+
+    metric = handle.space.objectives[0].metric
+    done, best = handle.finished_count(), best_short(handle.study)
+    with RichReporter(n_trials, done, metric, err, best) as reporter:
+        if done < n_trials:  # nothing to run: no start-up either
+            warm_up(handle.space, reporter.stage)
+        run_study(handle, n_trials, timeout, reporter)
+    _finish(handle)
+
+
+def _run_workers(handle: StudyHandle, workers: int, timeout: float | None) -> None:
+    """Run `workers` local worker processes on a new study, wait for them, then finish it."""
+    from tuner.spawn import start_workers, wait_workers
+
+    if handle.storage_url.startswith("sqlite"):
+        err.print(
+            "note: several workers on one SQLite file queue on its lock; a journal file "
+            "(--storage PATH.log, the default with --workers) is Optuna's advice"
+        )
+    out.print(
+        f"starting {workers} workers; more can join from any machine with "
+        f"`tuner study worker {handle.name} --storage {handle.storage_url}`"
+    )
+    codes = wait_workers(
+        start_workers(handle.name, handle.storage_url, handle.tracking_uri, workers, timeout)
+    )
+    _finish(handle)
+    failed = [code for code in codes if code != 0]
+    if failed:
+        err.print(f"{len(failed)} of {workers} workers exited abnormally (codes {failed})")
+        raise typer.Exit(1)
+
+
+def _finish(handle: StudyHandle) -> None:
+    """After every run, whichever way it ran: the summary line, then the dashboard redrawn."""
+    from tuner.page import publish
+    from tuner.progress import best_line
+
+    line = best_line(handle.study, handle.space.objectives[0].metric)
+    done = plural(handle.finished_count(), "trial")
+    out.print(f"study [bold]{handle.name}[/]: {done} finished; {line}")
+    out.print(f"browse: `tuner ui`   table: `tuner study show {handle.name}`")
+    try:  # the dashboard never fails the run, but a failure is said
+        page = publish(handle)
+        if page:
+            out.print(f"dashboard: {page}")
+    except Exception as e:  # noqa: BLE001
+        err.print(f"[yellow]warning:[/] dashboard not updated: {e}", highlight=False)
+
+
+@study_app.command("worker")
+@user_errors
+def study_worker(
+    name: Annotated[str, typer.Argument(help="Study to work on.")],
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop starting trials after this many seconds.")
+    ] = None,
+) -> None:
+    """Join a study from any machine; run its queued trials until none is left.
+
+    A worker that dies mid-trial is noticed by the others after the grace period
+    (TUNER_GRACE_PERIOD seconds, default 120): its trial is failed and retried once.
+    """
+    from tuner.progress import LineReporter
+    from tuner.startup import warm_up
+    from tuner.study import load_study, run_study
+
+    # a worker prints its own line per trial; MLflow's run links would only add noise
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # workers that load the study at the same moment must not draw the same params
+    handle = load_study(
+        name, storage, tracking_uri, seed_offset=int.from_bytes(os.urandom(3), "big")
+    )
+    reporter = LineReporter()
+    reporter.note(f"joined study {name} ({handle.storage_url}, MLflow {handle.tracking_uri})")
+    warm_up(handle.space, reporter.stage)
+    run_study(handle, timeout=timeout, reporter=reporter, fill=False)
+    reporter.note(f"done: {handle.finished_count()}/{handle.space.n_trials} trials finished")
+
+
+@study_app.command("list")
+@user_errors
+def study_list(storage: StorageOpt = None, format_: FormatOpt = "table") -> None:
+    """List the studies in a storage."""
+    from tuner.study import list_studies
+    from tuner.tableformat import check_format
+    from tuner.tables import study_table
+
+    fmt = check_format(format_)
+    rows = list_studies(storage)
+    if not rows and fmt == "table":
+        out.print("no studies")
+        return
+    print_table(study_table(rows, every=fmt in ("csv", "json")), fmt)
+
+
+@study_app.command("show")
+@user_errors
+def study_show(
+    name: Annotated[str, typer.Argument(help="Study to show.")],
+    storage: StorageOpt = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Columns to show, in order: e.g. trial,state,val_loss,learning_rate "
+            "(any param, metric, or best, duration, reason, mlflow_run_id).",
+        ),
+    ] = None,
+    format_: FormatOpt = "table",
+) -> None:
+    """A study's trials, most important columns first, best marked with *.
+
+    In a terminal the table fits its width; piped, it is plain aligned text. A trial pruned
+    at milestone 1 reads PRUNED@1; other reasons are numbered footnotes.
+    """
+    from tuner.study import load_study
+    from tuner.tableformat import check_format
+    from tuner.tables import trial_table
+
+    fmt = check_format(format_)
+    handle = load_study(name, storage)
+    print_table(trial_table(handle, columns, every=fmt in ("csv", "json")), fmt)
+
+
+@study_app.command("delete")
+@user_errors
+def study_delete(
+    name: Annotated[str, typer.Argument(help="Study to delete.")], storage: StorageOpt = None
+) -> None:
+    """Delete a study and its MLflow experiment."""
+    from tuner.study import delete_study
+
+    delete_study(name, storage)
+    out.print(f"deleted study {name}")
+
+
+@space_app.command("validate")
+@user_errors
+def space_validate(path: Annotated[str, typer.Argument(help="Search-space YAML file.")]) -> None:
+    """Check a search-space file; exit 2 with the first problem."""
+    from tuner.space import load_space
+
+    spec = load_space(path)
+    out.print(
+        f"{path}: ok ({plural(len(spec.params), 'param')}, {spec.sampler} sampler, "
+        f"{plural(spec.n_trials, 'trial')})"
+    )
+
+
+@space_app.command("show")
+@user_errors
+def space_show(path: Annotated[str, typer.Argument(help="Search-space YAML file.")]) -> None:
+    """The parsed distributions and the grid size."""
+    from tuner.space import load_space
+
+    spec = load_space(path)
+    out.print(f"[bold]{spec.name}[/]: {spec.description}")
+    out.print(
+        f"sampler {spec.sampler}, pruner {spec.pruner}, {plural(spec.n_trials, 'trial')}, "
+        f"seed {spec.seed}, "
+        f"objective " + ", ".join(f"{o.direction} {o.metric}" for o in spec.objectives)
+    )
+    table = Table("param", "config path", "distribution", "grid values")
+    for p in spec.params:
+        try:
+            grid = ", ".join(num(v) for v in p.grid_values())
+        except ConfigError:
+            grid = "(needs `grid`)"
+        table.add_row(p.name, p.path, p.describe(), grid)
+    out.print(table)
+    try:
+        out.print(f"grid size: {spec.grid_size()}")
+    except ConfigError:
+        out.print("grid size: n/a (a float param has no `grid` values)")

@@ -12,8 +12,8 @@ rate, trained for real) against the sweep's best there; and whether, under μP, 
 at every learning rate. The coordinate check of the same recipe (tuner.coord_check) comes
 first, as the sanity check of the implementation.
 
-  python bench/mup_transfer.py --quick     # ~10 min on 2 cores: 2 layers, 40k tokens a run
-  python bench/mup_transfer.py             # 3 seeds, 9 learning rates, 160k tokens a run
+  python bench/mup_transfer.py --quick     # 2 seeds, 9 lrs, 40k tokens a run: ~25 min, 2 idle cores
+  python bench/mup_transfer.py             # 3 seeds, 11 lrs, 160k tokens a run: hours on a CPU
   python bench/mup_transfer.py --report bench/results/mup_transfer-quick.json   # re-analyse
 """
 
@@ -292,7 +292,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--quick", action="store_true", help="the ~10 minute version")
+    ap.add_argument("--quick", action="store_true", help="the short version (40k tokens a run)")
     ap.add_argument("--arch", default="gpt2", choices=["gpt2", "llama"])
     ap.add_argument("--widths", default="64,128,256,512")
     ap.add_argument(

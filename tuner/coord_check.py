@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from torch import nn
 from tuner.config import RunConfig
 from tuner.data import TokenData, load_token_data
 from tuner.errors import ConfigError
+from tuner.files import atomic_write, make_parent
 from tuner.models import build_model, logits
 from tuner.train import make_optimizer, sample_batch
 from tuner.width import at_width
@@ -74,6 +76,24 @@ def parse_widths(text: str, flag: str = "--widths") -> tuple[int, ...]:
     if len(widths) < 2 or widths[0] <= 0:
         raise ConfigError(f"{flag} {text!r}: needs two or more positive widths")
     return widths
+
+
+def check_arguments(
+    widths: str, steps: int, seeds: int, output: str | None
+) -> tuple[tuple[int, ...], Path | None]:
+    """`tuner mup check`'s flags, checked before any training: the widths, the figure file."""
+    if steps < 1:
+        raise ConfigError(f"--steps {steps}: must be >= 1")
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: must be >= 1")
+    parsed = parse_widths(widths)
+    if output is None:
+        return parsed, None
+    path = Path(output)
+    if path.is_dir() or path.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"-o {output}: expected an .html file name")
+    make_parent(path, "-o")
+    return parsed, path
 
 
 def layer_outputs(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -237,3 +257,8 @@ def figure(check: CoordCheck) -> Any:
         width=260 * cols + 200,
     )
     return fig
+
+
+def write_figure(check: CoordCheck, path: str | Path) -> Path:
+    """The figure as one self-contained HTML file (plotly.js inline, so it opens offline)."""
+    return atomic_write(Path(path), figure(check).to_html(include_plotlyjs=True, full_html=True))

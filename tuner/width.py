@@ -30,7 +30,7 @@ def at_width(
     """`config` at d_model `width`, or at the width whose non-embedding parameter count is
     closest to `params` (in ratio); ConfigError (naming `width`/`params`) if impossible."""
     if (width is None) == (params is None):
-        raise ConfigError("width/params: give exactly one of them")
+        raise ConfigError("--width/--params: give exactly one of them")
     if params is not None:
         width = width_for_params(config, params)
     assert width is not None
@@ -39,7 +39,7 @@ def at_width(
     step = _width_step(config)
     if width <= 0 or width % step:
         raise ConfigError(
-            f"width: {width} is not a positive multiple of the head dim {step} "
+            f"--width {width}: not a positive multiple of the head dim {step} "
             f"(model.d_model {shape.d_model} / model.n_head {shape.n_head})"
         )
     model = {
@@ -56,7 +56,7 @@ def at_width(
     try:
         new = from_dict(RunConfig, data)
     except ConfigError as err:
-        raise ConfigError(f"width {width}: {err}") from None
+        raise ConfigError(f"--width {width}: {err}") from None
     warning = ""
     if mc.parametrization == "sp" and width != shape.d_model:
         warning = (
@@ -64,6 +64,17 @@ def at_width(
             f"will not transfer to width {width} (tune with model.parametrization: mup)"
         )
     return WidthTransfer(new, warning)
+
+
+def describe_transfer(source: RunConfig, moved: RunConfig) -> dict[str, object]:
+    """What `tuner export --width/--params` records in the provenance block."""
+    return {
+        "from_width": resolve_shape(source.model).d_model,
+        "to_width": moved.model.d_model,
+        "parametrization": moved.model.parametrization,
+        "base_width": moved.model.base_width,
+        "non_embedding_params": non_embedding_params(moved),
+    }
 
 
 def _width_step(config: RunConfig) -> int:
@@ -83,7 +94,7 @@ def width_for_params(config: RunConfig, params: int) -> int:
     """The multiple of the head dim whose model has the non-embedding parameter count nearest
     `params` (nearest in ratio, since counts grow as width squared)."""
     if params <= 0:
-        raise ConfigError(f"params: {params} must be > 0")
+        raise ConfigError(f"--params {params}: must be > 0")
     step = _width_step(config)
 
     def count(k: int) -> int:
@@ -93,7 +104,7 @@ def width_for_params(config: RunConfig, params: int) -> int:
     while count(high) < params:  # double, then bisect: counts are monotone in width
         low, high = high, high * 2
         if high * step > 1 << 20:
-            raise ConfigError(f"params: {params:g} needs a width beyond {1 << 20}")
+            raise ConfigError(f"--params {params:g}: needs a width beyond {1 << 20}")
     while high - low > 1:
         mid = (low + high) // 2
         low, high = (mid, high) if count(mid) < params else (low, mid)

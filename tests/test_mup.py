@@ -256,8 +256,9 @@ def test_at_width_by_params_and_sp_warning():
 
 # ------------------------------------------------------------------ SP unchanged
 
-# val_loss of TINY_BASE (seed 0) computed on the code before μP existed (torch 2.13 CPU,
-# transformers 5.24): the default parametrization must reproduce it exactly.
+# val_loss of TINY_BASE (seed 0) computed on the code without μP (torch 2.13 CPU, transformers
+# 5.24; before μP was written and again on main when it was merged in): the default
+# parametrization must reproduce it exactly.
 SP_REFERENCE = {"gpt2": 5.598862171173096, "llama": 5.656877040863037}
 REFERENCE_BASE = {
     "data": {

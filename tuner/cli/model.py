@@ -40,7 +40,7 @@ def export(
     ] = None,
     params: Annotated[
         str | None,
-        typer.Option("--params", help="... or at the width nearest this non-embedding count."),
+        typer.Option("--params", help="Or at the width nearest this non-embedding count (100M)."),
     ] = None,
     storage: StorageOpt = None,
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from tuner.cli import model, results, tools
+from tuner.cli.mup import mup_app
 from tuner.cli.study import space_app, study_app
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ def main() -> None:
 
 app.add_typer(study_app, name="study")
 app.add_typer(space_app, name="space")
+app.add_typer(mup_app, name="mup")
 app.command("ui")(results.ui)
 app.command("dashboard")(results.dashboard)
 app.command("export")(model.export)

@@ -34,18 +34,42 @@ def export(
         str | None,
         typer.Option("--max-flops", help="Only trials that used at most this many training FLOPs."),
     ] = None,
+    width: Annotated[
+        int | None,
+        typer.Option("--width", help="Write the recipe at this d_model (μP keeps the tuned lr)."),
+    ] = None,
+    params: Annotated[
+        str | None,
+        typer.Option("--params", help="Or at the width nearest this non-embedding count (100M)."),
+    ] = None,
     storage: StorageOpt = None,
 ) -> None:
     """Write the best trial's complete config (with its provenance) as a YAML file."""
     from tuner.export import Constraints, export_best
+    from tuner.units import parse_amount
 
     path, pick = export_best(
-        name, output, trial, metric, Constraints.parse(max_params, max_flops), storage
+        name,
+        output,
+        trial,
+        metric,
+        Constraints.parse(max_params, max_flops),
+        storage,
+        width,
+        parse_amount(params, "--params"),
     )
+    if pick.warning:
+        err.print(f"warning: {pick.warning}", soft_wrap=True, highlight=False)
     n_params = pick.trial.cost.get("n_params")
+    mc = pick.config.model
+    moved = (
+        ""
+        if width is None and params is None
+        else f", at d_model {mc.d_model} ({mc.parametrization})"
+    )
     out.print(
         f"wrote {path}: trial {pick.trial.number} of study {name} "
-        f"({pick.metric} {pick.value:.4f}, {si(n_params)} params)",
+        f"({pick.metric} {pick.value:.4f}, {si(n_params)} params){moved}",
         soft_wrap=True,
     )
     out.print(f"train it: `tuner train {path}`", highlight=False)

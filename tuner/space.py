@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 
 from tuner import metrics
-from tuner.config import RunConfig, field_type, from_dict, load_yaml, set_path
+from tuner.config import RunConfig, apply_overrides, field_type, from_dict, load_yaml, set_path
 from tuner.errors import ConfigError
 from tuner.samplers import PRUNERS, SAMPLERS
 
@@ -44,7 +44,10 @@ TOP_KEYS = (
     "seed",
     "timeout",
     "params",
+    "points",
 )
+POINT = "point"
+"""The one param of a space of fixed `points`: the index of the point a trial runs."""
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "grid")
 
 
@@ -113,6 +116,8 @@ class SearchSpace:
     params: tuple[ParamSpec, ...]
     raw: dict = field(default_factory=dict, compare=False)
     """The parsed YAML, stored in the study so nothing else is needed to resume it."""
+    points: tuple[dict[str, Any], ...] = ()
+    """Fixed trials, each a set of overrides on `base`, run once each (the `point` param)."""
 
     @property
     def multi_objective(self) -> bool:
@@ -141,6 +146,11 @@ class SearchSpace:
         config = config or self.base
         by_name = {p.name: p for p in self.params}
         for name, value in values.items():
+            if name == POINT and self.points:  # a fixed point: its fields, validated together
+                config = apply_overrides(
+                    config, list(self.points[value].items()), f"points[{value}]"
+                )
+                continue
             config = set_path(config, by_name[name].path if name in by_name else name, value)
         return config
 
@@ -170,7 +180,8 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
     if base is None:
         base = _in_section("base", lambda: from_dict(RunConfig, raw.get("base") or {}))
     name = _typed(raw, "name", str, "unnamed")
-    sampler = _typed(raw, "sampler", str, "tpe")
+    points = _points(raw.get("points"), base)
+    sampler = _typed(raw, "sampler", str, "grid" if points else "tpe")
     pruner = _typed(raw, "pruner", str, "none")
     n_trials = _typed(raw, "n_trials", int, 10)
     seed = _typed(raw, "seed", int, 0)
@@ -192,6 +203,10 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
     if not isinstance(params_raw, dict):
         raise ConfigError("params: expected a mapping of name -> distribution")
     params = tuple(_param(name, spec, base) for name, spec in params_raw.items())
+    if points:
+        if params or sampler != "grid":
+            raise ConfigError("points: a space of fixed points takes no params and runs on grid")
+        params = (ParamSpec(POINT, POINT, "categorical", choices=tuple(range(len(points)))),)
     space = SearchSpace(
         name=name,
         description=_typed(raw, "description", str, ""),
@@ -204,6 +219,7 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
         timeout=float(timeout) if timeout else None,
         params=params,
         raw={**raw, "base": base.to_dict()},
+        points=points,
     )
     if sampler == "grid":
         if not params:
@@ -212,6 +228,19 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
     if sampler == "cmaes" and len(objectives) > 1:
         raise ConfigError("sampler: cmaes handles a single objective; use nsga2")
     return space
+
+
+def _points(raw: Any, base: RunConfig) -> tuple[dict[str, Any], ...]:
+    """Fixed points: mappings of dotted RunConfig paths to values, each valid on `base`."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("points: expected a non-empty list of {dotted.path: value} mappings")
+    for i, point in enumerate(raw):
+        if not isinstance(point, dict) or not point:
+            raise ConfigError(f"points[{i}]: expected a mapping of dotted config paths to values")
+        apply_overrides(base, list(point.items()), f"points[{i}]")
+    return tuple(dict(point) for point in raw)
 
 
 def _in_section(section: str, build: typing.Callable[[], Any]) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from tuner.cli import model, results
+from tuner.cli.scaling import scaling_app
 from tuner.cli.study import space_app, study_app
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(study_app, name="study")
 app.add_typer(space_app, name="space")
+app.add_typer(scaling_app, name="scaling")
 app.command("ui")(results.ui)
 app.command("dashboard")(results.dashboard)
 app.command("export")(model.export)

@@ -70,9 +70,14 @@ class ShapeRule:
         d_model = np.cbrt(n * self.aspect_ratio / quad)
         return d_model / self.aspect_ratio, d_model
 
+    def smallest_width(self) -> int:
+        """The width of the smallest model `shape` makes: one layer, and the narrowest
+        multiple of the head dimension whose aspect ratio is within a factor 2 of the rule's."""
+        return self.head_dim * max(1, math.ceil(self.aspect_ratio / 2 / self.head_dim - 1e-9))
+
     def smallest_params(self) -> int:
-        """The smallest model the rule makes: one layer, one head."""
-        return int(self.params(1, self.head_dim))
+        """Non-embedding parameters of the smallest model `shape` makes (one layer)."""
+        return int(self.params(1, self.smallest_width()))
 
     def shape(self, n: float, base: ModelConfig | None = None) -> ModelConfig:
         """A `size: custom` ModelConfig whose non-embedding count is close to `n`.

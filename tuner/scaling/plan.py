@@ -45,9 +45,13 @@ class PlanPoint:
         return self.tokens * self.flops_per_token
 
     def overrides(self) -> dict[str, Any]:
-        """Dotted RunConfig paths to set on the base config (`config.apply_overrides`)."""
+        """Dotted RunConfig paths to set on the base config (`config.apply_overrides`).
+
+        The budget goes in as `train.flops`: the run then derives exactly `tokens` (whole
+        steps, its schedule ending there) and its config carries its nominal IsoFLOP budget,
+        which is what a fit groups runs by; `train.tokens` states the same amount."""
         model = {f"model.{k}": v for k, v in dataclasses.asdict(self.model).items()}
-        return model | {"train.tokens": self.tokens, "train.flops": 0.0}
+        return model | {"train.tokens": self.tokens, "train.flops": float(self.budget)}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,11 +140,18 @@ def plan_isoflop(
                 kept.append(point)
         if len(kept) < MIN_SIZES:
             step_flops = tokens_per_step * _smallest_fpt(rule, base, vocab_size)
+            small = sum(f"budget {budget:.3g}:" in w and "smallest model" in w for w in warnings)
+            why = (
+                f"{small} target sizes are below the smallest model ({min_params:,} "
+                f"parameters: one layer of width {rule.smallest_width()}); "
+                if small
+                else ""
+            )
             raise ConfigError(
                 f"--budgets: {budget:.3g} FLOPs leaves {len(kept)} trainable sizes of {sizes} "
-                f"(a parabola needs {MIN_SIZES}); one step of {tokens_per_step:,} tokens at the "
-                f"smallest model costs {step_flops:.3g} "
-                f"FLOPs and a trial needs {min_steps} steps; raise the budget"
+                f"(a parabola needs {MIN_SIZES}); {why}one step of {tokens_per_step:,} tokens "
+                f"at the smallest model costs {step_flops:.3g} FLOPs and a trial needs "
+                f"{min_steps} steps; raise the budget"
             )
         points += kept
     return IsoflopPlan(tuple(points), tuple(warnings))

@@ -120,7 +120,7 @@ def plan_isoflop(
     points: list[PlanPoint] = []
     warnings: list[str] = []
     for budget in sorted(budgets):
-        center = _expected_optimum(budget, compute, prior, tokens_per_param)
+        center = expected_optimum(budget, compute, prior, tokens_per_param)
         kept: list[PlanPoint] = []
         for target in center * spread ** np.linspace(-1.0, 1.0, sizes):
             point = plan_point(budget, float(target), base, vocab_size, rule)
@@ -177,7 +177,7 @@ def _check_inputs(budgets: list[float], sizes: int, spread: float, tokens_per_pa
         raise ConfigError(f"--tokens-per-param: must be > 0, got {tokens_per_param}")
 
 
-def _expected_optimum(
+def expected_optimum(
     budget: float, compute: ComputeModel, prior: ScalingFit | None, tokens_per_param: float
 ) -> float:
     """N* from a prior fit (with this study's compute convention), else from C = fpt(N)·r·N."""

@@ -192,16 +192,18 @@ def create_scaling_study(
     """Write the study (queue filled with every point), its plan, and the plan's MLflow params."""
     handle = create_study(name, prepared.space, storage_url, tracking_uri, local_workers)
     records.write_scaling_plan(handle.study, prepared.record)
+    from mlflow.entities import Param
+
     client = handle.tracker().client
     record = prepared.record
-    for key, value in {
+    params = {
         "scaling.budgets": ",".join(f"{b:.4g}" for b in record["budgets"]),
         "scaling.sizes": record["sizes"],
         "scaling.spread": record["spread"],
         "scaling.learning_rates": ",".join(f"{lr:.4g}" for lr in record["learning_rates"]),
         "scaling.rule": json.dumps(record["rule"]),
-    }.items():
-        client.log_param(handle.parent_run_id, key, str(value))
+    }
+    client.log_batch(handle.parent_run_id, params=[Param(k, str(v)) for k, v in params.items()])
     client.log_text(handle.parent_run_id, json.dumps(record, indent=1), "scaling/plan.json")
     return handle
 

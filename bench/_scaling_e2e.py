@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from tuner.scaling.plan import compute_model_for, expected_optimum, plan_point, 
 from tuner.train import train_run
 
 ROOT = Path(__file__).resolve().parent.parent
+MLFLOW_LOG = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d INFO mlflow")
 MODES = {  # the IsoFLOP budgets, as fractions of the largest one, C_max
     "quick": {"c_max": 6e10, "fractions": (1 / 3, 1.0), "eval_tokens": 32_768},
     "full": {"c_max": 3e11, "fractions": (1 / 9, 1 / 3, 1.0), "eval_tokens": 65_536},
@@ -68,7 +70,7 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[str, float
         raise RuntimeError(
             f"tuner {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}"
         )
-    shown = [line for line in done.stdout.splitlines() if "mlflow" not in line.lower()]
+    shown = [line for line in done.stdout.splitlines() if not MLFLOW_LOG.match(line)]
     notes = [line for line in done.stderr.splitlines() if line.startswith(("wrote", "warning"))]
     return "\n".join(shown + notes), seconds
 
@@ -174,20 +176,22 @@ def end_to_end(quick: bool, say: Any, home: Path) -> dict[str, Any]:
         "one_epoch": one_epoch,
         "goal_prediction_met": within,
         "goal_sweep_met": as_good,
-        "figures": [str(p.relative_to(ROOT)) for p in figure_files(quick)],
+        "figures": [str(p.relative_to(ROOT)) for p in figure_files(quick, fit)],
     }
 
 
-def figure_files(quick: bool) -> list[Path]:
+def figure_files(quick: bool, fit_json: dict[str, Any]) -> list[Path]:
     """The scaling page's figures as small HTML files in bench/results (plotly.js from its
     CDN; the page itself, dashboards/e2e-scaling.html, inlines it and stays in the temp store)."""
     from _common import write_html
 
     from tuner.scaling.figures import scaling_figures
+    from tuner.scaling.fit import ScalingFit
     from tuner.scaling.gather import gather_scaling
     from tuner.study import load_study
 
-    figures = scaling_figures(gather_scaling(load_study("e2e")))
+    fit = ScalingFit.from_json(fit_json)
+    figures = scaling_figures(gather_scaling(load_study("e2e"), fit))
     stem = "scaling-e2e" + ("-quick" if quick else "")
     return [write_html(fig, f"{stem}-{key}") for key, fig in figures.items()]
 

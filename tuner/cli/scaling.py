@@ -274,8 +274,8 @@ def recommend(
         p, shape = outcome.recipe.prediction, outcome.recipe.point.model
         err.print(
             f"wrote {outcome.written}: {si(p['params'])} non-embedding params "
-            f"({shape.n_layer} layers x {shape.d_model}), {si(p['tokens'])} tokens, predicted "
-            f"val loss {p['val_loss']:.4f}; train it: `tuner train {outcome.written}`",
+            f"(n_layer {shape.n_layer}, d_model {shape.d_model}), {si(p['tokens'])} tokens, "
+            f"predicted val loss {p['val_loss']:.4f}; train it: `tuner train {outcome.written}`",
             highlight=False,
             soft_wrap=True,
         )

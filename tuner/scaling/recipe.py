@@ -105,7 +105,7 @@ def render_recipe(recipe: Recipe) -> str:
     shape = recipe.point.model
     head = (
         f"# tuner scaling recipe from study {recipe.provenance['study']}: "
-        f"{p['params']:,} non-embedding params ({shape.n_layer} layers x {shape.d_model}), "
+        f"{p['params']:,} non-embedding params (n_layer {shape.n_layer}, d_model {shape.d_model}), "
         f"{p['tokens']:,} tokens, {p['flops']:.3g} FLOPs\n"
         f"# predicted val_loss {p['val_loss']:.4f}"
         + (f" [{p['interval'][0]:.4f}, {p['interval'][1]:.4f}]" if p["interval"] else "")

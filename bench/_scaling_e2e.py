@@ -4,9 +4,8 @@ training at four times the largest budget it saw.
 The commands a user would type run as subprocesses (`tuner scaling create`, `fit`,
 `recommend -o recipe.yaml`, `tuner train recipe.yaml`) on throwaway stores, and their output
 goes into the report as it was printed. Then a 3-point sweep of N at the same budget (the
-sizes a user would try without the fit: N*/2, N*, 2 N* around the 20-tokens-per-parameter
-guess N*) is trained in-process with the same seed, base config and evaluation text as the
-recipe.
+sizes one would try without a fit: the best size at C_max, and 2x and 4x it) is trained
+in-process with the same seed, base config and evaluation text as the recipe.
 
 One-epoch regime: a character tokenizer turns the Shakespeare corpus into ~4.45M training
 tokens; every run here is checked to stay below that (training batches are random windows,
@@ -29,28 +28,33 @@ from _common import markdown_table
 
 from tuner.config import RunConfig, apply_overrides, from_dict
 from tuner.data import load_token_data
-from tuner.scaling.plan import compute_model_for, expected_optimum, plan_point, shape_rule_for
+from tuner.scaling.plan import plan_point, shape_rule_for
 from tuner.train import train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 MLFLOW_LOG = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d INFO mlflow")
 MODES = {  # the IsoFLOP budgets, as fractions of the largest one, C_max
-    "quick": {"c_max": 6e10, "fractions": (1 / 3, 1.0), "eval_tokens": 32_768},
-    "full": {"c_max": 3e11, "fractions": (1 / 9, 1 / 3, 1.0), "eval_tokens": 65_536},
+    "quick": {"c_max": 1e10, "fractions": (1 / 2, 1.0), "sizes": 5, "eval_tokens": 32_768},
+    "full": {"c_max": 3e10, "fractions": (1 / 4, 1 / 2, 1.0), "sizes": 6, "eval_tokens": 65_536},
 }
-SIZES, SPREAD, ASPECT = 5, 4.0, 32.0
-SWEEP_SPREAD = 2.0
-"""The sweep tries N*/2, N*, 2 N*: a wider one would train its smallest model past one epoch."""
+SPREAD = 4.0
+ASPECT, HEAD_DIM = 16.0, 8
+"""One-layer models of width 8 to 32, then deeper ones: the compute-optimal models at these
+budgets have a few thousand parameters."""
+TOKENS_PER_PARAM = 100.0
+"""Where the sizes are centred: pilots at 3e10 and 6e10 FLOPs put the optimum at a few
+thousand parameters, some 100 to 500 tokens a parameter (tiny models want far more data than
+Chinchilla's 20)."""
 TARGET = 4.0  # the recipe is trained at TARGET x C_max
 BASE = {
     "data": {"source": "shakespeare"},
     "tokenizer": {"kind": "char"},
-    "model": {"arch": "gpt2", "size": "custom", "n_layer": 1, "d_model": 32, "n_head": 2},
+    "model": {"arch": "gpt2", "size": "custom", "n_layer": 1, "d_model": 32, "n_head": 4},
     "optim": {"lr": 0.003},
     "schedule": {"kind": "cosine", "warmup_fraction": 0.05, "min_lr_ratio": 0.1},
     "train": {
-        "batch_size": 16,
-        "seq_len": 128,
+        "batch_size": 8,
+        "seq_len": 64,
         "tokens": 100_000,
         "milestones": 1,
         "eval_batch_size": 32,
@@ -95,15 +99,17 @@ def end_to_end(quick: bool, say: Any, home: Path) -> dict[str, Any]:
     budget_text = ",".join(f"{b:.4g}" for b in budgets)
     commands = [
         ["scaling", "create", "e2e", "--space", str(space), "--budgets", budget_text,
-         "--sizes", str(SIZES), "--spread", f"{SPREAD:g}", "--aspect-ratio", f"{ASPECT:g}"],
+         "--sizes", str(mode["sizes"]), "--spread", f"{SPREAD:g}", "--aspect-ratio", f"{ASPECT:g}",
+         "--head-dim", str(HEAD_DIM), "--tokens-per-param", f"{TOKENS_PER_PARAM:g}"],
         ["scaling", "fit", "e2e", "-o", "fit.json"],
         ["scaling", "recommend", "e2e", "--flops", f"{target:.4g}", "-o", "recipe.yaml"],
         ["train", "recipe.yaml", "--out", "final"],
     ]  # fmt: skip
     say(
-        f"C_max {c_max:.3g} FLOPs; budgets {budget_text}; {SIZES} sizes each (spread "
-        f"{SPREAD:g}, aspect ratio {ASPECT:g}); recipe and sweep at {TARGET:g} x C_max = "
-        f"{target:.3g} FLOPs; char tokenizer, batch 16 x 128, lr 3e-3 for every size, 1 thread"
+        f"C_max {c_max:.3g} FLOPs; budgets {budget_text}; {mode['sizes']} sizes each (spread "
+        f"{SPREAD:g}, aspect ratio {ASPECT:g}, heads of {HEAD_DIM}); recipe and sweep at "
+        f"{TARGET:g} x C_max = {target:.3g} FLOPs; char tokenizer, batch 8 x 64, lr 3e-3 for "
+        "every size, 1 thread"
     )
     outputs, seconds = [], []
     for args in commands:
@@ -127,7 +133,7 @@ def end_to_end(quick: bool, say: Any, home: Path) -> dict[str, Any]:
         "val_loss": achieved,
         "shape": f"{recipe['model']['n_layer']} x {recipe['model']['d_model']}",
     }
-    rows = [[f"sweep N*{f}", r["shape"], r["N"], r["tokens"], f"{r['tokens'] / epoch:.2f}",
+    rows = [[f"sweep: {f}", r["shape"], r["N"], r["tokens"], f"{r['tokens'] / epoch:.2f}",
              f"{r['val_loss']:.4f}"] for f, r in sweep.items()]  # fmt: skip
     rows.append(["recommended", rec_row["shape"], rec_row["N"], rec_row["tokens"],
                  f"{rec_row['tokens'] / epoch:.2f}", f"{achieved:.4f}"])  # fmt: skip
@@ -197,17 +203,22 @@ def figure_files(quick: bool, fit_json: dict[str, Any]) -> list[Path]:
 
 
 def sweep_runs(base: RunConfig, data: Any, target: float, say: Any) -> dict[str, dict[str, Any]]:
-    """N*/2, N*, 2 N* at the target budget, N* the 20-tokens-per-parameter guess."""
-    rule = shape_rule_for(base.model, 0, ASPECT)
-    compute = compute_model_for(base, data.vocab_size, rule)
-    guess = expected_optimum(target, compute, None, 20.0)
+    """What one would try at the target budget without a fit: the best size at C_max (from
+    the study's runs, no law), and 2x and 4x that (the optimum grows with compute)."""
+    from tuner.scaling.study import study_runs
+    from tuner.study import load_study
+
+    runs = study_runs(load_study("e2e"))
+    top = max(r.budget for r in runs)
+    best = min((r for r in runs if r.budget == top), key=lambda r: r.loss)
+    rule = shape_rule_for(base.model, HEAD_DIM, ASPECT)
     out = {}
-    for factor in (1 / SWEEP_SPREAD, 1.0, SWEEP_SPREAD):
-        point = plan_point(target, guess * factor, base, data.vocab_size, rule)
+    for factor in (1, 2, 4):
+        point = plan_point(target, best.params * factor, base, data.vocab_size, rule)
         config = apply_overrides(base, list(point.overrides().items()), "sweep")
         start = time.perf_counter()
         result = train_run(config, data)
-        name = f"{factor:g}"
+        name = f"{factor}x best at C_max"
         out[name] = {
             "N": point.params,
             "shape": f"{point.model.n_layer} x {point.model.d_model}",
@@ -216,7 +227,7 @@ def sweep_runs(base: RunConfig, data: Any, target: float, say: Any) -> dict[str,
             "seconds": time.perf_counter() - start,
         }
         say(
-            f"sweep N* x {name}: {point.params:,} params, {out[name]['tokens']:,} tokens, "
+            f"sweep {name}: {point.params:,} params, {out[name]['tokens']:,} tokens, "
             f"val loss {out[name]['val_loss']:.4f} ({out[name]['seconds']:.0f} s)"
         )
     return out

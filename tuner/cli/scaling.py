@@ -91,6 +91,9 @@ def create(
     head_dim: Annotated[
         int, typer.Option("--head-dim", help="Shape rule: width per head (0 = the base's).")
     ] = 0,
+    layers: Annotated[
+        int, typer.Option("--layers", help="Shape rule: a fixed depth (0 = from the aspect ratio).")
+    ] = 0,
     lr_sweep: Annotated[
         int, typer.Option("--lr-sweep", help="Learning rates per (budget, size), best kept.")
     ] = 1,
@@ -125,6 +128,7 @@ def create(
         tokens_per_param=tokens_per_param,
         aspect_ratio=aspect_ratio,
         head_dim=head_dim,
+        layers=layers,
         overrides=set_,
         seed=seed,
     )
@@ -134,7 +138,8 @@ def create(
     handle = create_scaling_study(name, prepared, storage, tracking_uri, local_workers=workers)
     out.print(
         f"created scaling study [bold]{name}[/] ({prepared.space.n_trials} trials) in "
-        f"{handle.storage_url}; fit it with `tuner scaling fit {name}`"
+        f"{handle.storage_url}; fit it with `tuner scaling fit {name}`",
+        soft_wrap=True,
     )
     if run and workers > 1:
         _run_workers(handle, workers, prepared.space.timeout)

@@ -73,9 +73,11 @@ class IsoflopPlan:
     """Targets dropped (too small a model, too few tokens for one step, a duplicate shape)."""
 
 
-def shape_rule_for(model: ModelConfig, head_dim: int = 0, aspect_ratio: float = 64.0) -> ShapeRule:
+def shape_rule_for(
+    model: ModelConfig, head_dim: int = 0, aspect_ratio: float = 64.0, n_layer: int = 0
+) -> ShapeRule:
     """The shape rule for the base config's architecture; head_dim 0 keeps the base's own
-    width per head (d_model / n_head of its preset), else 32."""
+    width per head (d_model / n_head of its preset), else 32; n_layer > 0 fixes the depth."""
     from tuner.models import resolve_shape  # torch: only when planning
 
     if model.arch not in ("gpt2", "llama"):
@@ -83,7 +85,7 @@ def shape_rule_for(model: ModelConfig, head_dim: int = 0, aspect_ratio: float = 
     if not head_dim:
         shape = resolve_shape(model)
         head_dim = shape.d_model // shape.n_head if shape.n_head else 32
-    return ShapeRule(model.arch, aspect_ratio, head_dim)  # type: ignore[arg-type]
+    return ShapeRule(model.arch, aspect_ratio, head_dim, n_layer=n_layer)  # type: ignore[arg-type]
 
 
 def compute_model_for(base: RunConfig, vocab_size: int, rule: ShapeRule) -> ComputeModel:

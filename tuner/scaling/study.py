@@ -89,6 +89,7 @@ def prepare_scaling_study(
     tokens_per_param: float = 20.0,
     aspect_ratio: float = 64.0,
     head_dim: int = 0,
+    layers: int = 0,
     overrides: list[str] | None = None,
     seed: int | None = None,
 ) -> PreparedStudy:
@@ -97,8 +98,8 @@ def prepare_scaling_study(
     The base config is the space's `base` (its params are not searched: every trial is a
     planned point) or, with `from_config`, an exported config; `--set` edits apply last.
     Sizes centre on a `prior` fit's optimum, else on `tokens_per_param` tokens a parameter;
-    shapes follow the aspect ratio d_model / n_layer, in multiples of `head_dim` (0: the
-    base's own).
+    shapes follow the aspect ratio d_model / n_layer (or a fixed depth, `layers`), in
+    multiples of `head_dim` (0: the base's own).
     Learning rates: the base's, or `lr_sweep` values spaced by `lr_factor` around it for
     every (budget, size); a fit then keeps each size's best.
     """
@@ -111,7 +112,7 @@ def prepare_scaling_study(
         raise ConfigError(f"--lr-sweep: must be >= 1, got {lr_sweep}")
     if lr_sweep > 1 and not lr_factor > 1:
         raise ConfigError(f"--lr-factor: must be > 1, got {lr_factor}")
-    rule = shape_rule_for(base.model, head_dim, aspect_ratio)
+    rule = shape_rule_for(base.model, head_dim, aspect_ratio, layers)
     prior_fit = read_fit_json(prior, "--prior")[0] if prior else None
     data = load_token_data(base.data, base.tokenizer)
     plan = plan_isoflop(

@@ -232,6 +232,9 @@ def fig_optimal(opt: Optimum, curves: list[Curve]) -> go.Figure:
                 **axis,
             )
         )
+        shown = np.concatenate([law, vertex, approach2 if approach2 is not None else law])
+        span = [np.log10(shown.min()) - 0.5, np.log10(shown.max()) + 0.5]  # not the band's
+        fig.update_yaxes(range=span, row=1, col=col)
     fig.update_xaxes(type="log", title="compute C (FLOPs)")
     fig.update_yaxes(type="log")
     fig.update_yaxes(title="parameters N", row=1, col=1)
@@ -257,10 +260,14 @@ def fig_frontier(page: ScalingPage, opt: Optimum) -> go.Figure:
                 marker={"size": 8, "color": _colour(i), "opacity": 0.8},
             )
         )
+    # a loose fit's band can span decades: keep the axis on the runs and the law's line
+    shown = np.concatenate([opt.loss, *(c.loss for c in page.curves)])
+    low, high = float(shown.min()), float(shown.max())
+    pad = 0.1 * (high - low) or 0.05 * high
     return base_layout(
         fig,
         xaxis={"type": "log", "title": "compute C (FLOPs)"},
-        yaxis={"title": "final validation loss (nats/token)"},
+        yaxis={"title": "final validation loss (nats/token)", "range": [low - pad, high + pad]},
     )
 
 

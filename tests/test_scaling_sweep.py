@@ -42,8 +42,9 @@ def test_from_an_exported_config_with_a_learning_rate_sweep(tmp_path):
         assert (config.model.n_layer, config.model.d_model) == (row["n_layer"], row["d_model"])
         assert config.optim.weight_decay == 0.05
 
-    dry = cli("scaling", "create", "s", "--space", str(space), *CREATE, *CENTRE, "--dry-run",
-              "--from", str(tmp_path / "best.yaml"), "--lr-sweep", "3", "--lr-factor", "2")  # fmt: skip
+    best = str(tmp_path / "best.yaml")
+    sweep = ("--from", best, "--lr-sweep", "3", "--lr-factor", "2", "--dry-run")
+    dry = cli("scaling", "create", "s", "--space", str(space), *CREATE, *CENTRE, *sweep)
     assert dry.exit_code == 0, dry.output
     assert "IsoFLOP plan (18 trials)" in dry.output and "0.005" in dry.output
     missing = cli("scaling", "create", "s", "--space", str(space), *CREATE, "--from", "no.yaml")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -146,6 +146,8 @@ def train(
     if scores:
         shown = ", ".join(f"{k.removeprefix('task.')} {v:.4g}" for k, v in scores)
         out.print(f"test split tasks: {shown}", soft_wrap=True)
+    if result.prediction:
+        out.print(_prediction_line(result.prediction), highlight=False, soft_wrap=True)
     out.print(
         f"saved {result.out_dir}; MLflow run {result.run_id} in experiment "
         f"{result.experiment}; registered {result.registered_name} v{result.version}",
@@ -156,6 +158,20 @@ def train(
         f"sample: `tuner generate {result.out_dir} --prompt 'ROMEO:'`",
         highlight=False,
         soft_wrap=True,
+    )
+
+
+def _prediction_line(p: dict[str, Any]) -> str:
+    """A scaling recipe's promise against what this run achieved."""
+    if not p["comparable"]:
+        return (
+            f"scaling prediction (val loss {p['predicted']:.4f}) is for {si(p['params'])} "
+            f"params and {si(p['tokens'])} tokens; this run differs, so it is not compared"
+        )
+    band = f" [{p['interval'][0]:.4f}, {p['interval'][1]:.4f}]" if p.get("interval") else ""
+    return (
+        f"scaling prediction: val loss {p['predicted']:.4f}{band} predicted, "
+        f"{p['achieved']:.4f} achieved ({100 * p['error']:+.2f} %)"
     )
 
 

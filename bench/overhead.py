@@ -345,8 +345,8 @@ MOMENTS = (
     ("Tracker.start_trial:end1", "MLflow child run started (params, config.yaml)"),
     ("train_run:call1", "train_run called"),
     ("import:transformers.models.gpt2.modeling_gpt2", "GPT-2 model code imported (build_model)"),
-    ("sample_batch:call1", "first training step starts"),
-    ("sample_batch:call2", "first training step done"),
+    ("BatchStream.next:call1", "first training step starts"),
+    ("BatchStream.next:call2", "first training step done"),
     ("exit", "process exits (4-step trial, 4 evaluations)"),
 )
 
@@ -372,8 +372,8 @@ def run_part2(
         at = median(seen)
         rows.append([meaning, f"{at:.2f}", f"+{at - previous:.2f}"])
         previous = at
-    first = median([r["sample_batch:call1"] for r in runs])
-    done = median([r["sample_batch:call2"] for r in runs])
+    first = median([r["BatchStream.next:call1"] for r in runs])
+    done = median([r["BatchStream.next:call2"] for r in runs])
     say(
         markdown_table(
             [f"moment (median of {repeats} warm runs)", "s from spawn", "s since previous"], rows
@@ -385,7 +385,7 @@ def run_part2(
     if fresh:
         say(
             f"in a new project folder (Optuna and MLflow stores created, token cache warm): "
-            f"first step at {fresh.get('sample_batch:call1', float('nan')):.2f} s"
+            f"first step at {fresh.get('BatchStream.next:call1', float('nan')):.2f} s"
         )
     return {
         "runs": runs,

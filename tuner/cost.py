@@ -8,13 +8,16 @@ import re
 import resource
 import sys
 import time
+from typing import Any
 
 import torch
+from torch import nn
 
 from tuner import stores
-from tuner.config import CostConfig
+from tuner.config import CostConfig, RunConfig
 from tuner.device import device_name, synchronize
 from tuner.files import atomic_write
+from tuner.models import count_params, resolve_shape
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, in FLOP/s, keyed by
 # a fragment of torch.cuda.get_device_name(); the longest fragment found as a whole word wins
@@ -116,3 +119,60 @@ def price_usd(wall_seconds: float, device: torch.device, cfg: CostConfig) -> flo
     table = cfg.price_per_hour
     rate = table.get(device_name(device), table.get(device.type, 0.0))
     return wall_seconds / 3600.0 * rate
+
+
+def conventions(n_non_embedding: int, vocab_size: int, config: RunConfig) -> dict[str, float]:
+    """Training FLOPs per token of `config`'s model in both conventions (`kaplan` is the one
+    tuner.models.flops_per_token gives, which budgets use)."""
+    shape = resolve_shape(config.model)
+    layers = shape.n_layer if config.model.arch in ("gpt2", "llama") else 0
+    n_matmul = n_non_embedding + vocab_size * shape.d_model
+    return {
+        c: flops_per_token(n_matmul, layers, shape.d_model, config.train.seq_len, c)
+        for c in ("kaplan", "palm")
+    }
+
+
+def run_figures(
+    model: nn.Module,
+    config: RunConfig,
+    vocab_size: int,
+    tokens_seen: int,
+    budget_tokens: int,
+    timing: dict[str, float],
+    device: torch.device,
+) -> dict[str, Any]:
+    """What a run cost: parameters, FLOPs, tokens, time, MFU, memory, device and price.
+
+    `mfu` counts 6·N + 6·L·T·d FLOPs per token against the run's peak (configured, else
+    measured); `mfu_palm` counts 6·N + 12·L·T·d (PaLM) against the same peak; on a GPU in the
+    data-sheet table, `mfu_palm_datasheet` is PaLM's count against its dense bf16 peak.
+    """
+    n_params, n_non_embedding = count_params(model)
+    flops = conventions(n_non_embedding, vocab_size, config)
+    train_seconds = max(timing["train_seconds"], 1e-9)
+    tokens_per_second = tokens_seen / train_seconds
+    peak = peak_flops(device, config.cost)
+    name = device_name(device)
+    figures = {
+        "n_params": n_params,
+        "n_params_non_embedding": n_non_embedding,
+        "flops_per_token": flops["kaplan"],
+        "flops_per_token_palm": flops["palm"],
+        "train_flops": flops["kaplan"] * tokens_seen,
+        "tokens_seen": tokens_seen,
+        "budget_tokens": budget_tokens,
+        **timing,
+        "tokens_per_second": tokens_per_second,
+        "mfu": mfu(tokens_per_second, flops["kaplan"], peak),
+        "mfu_palm": mfu(tokens_per_second, flops["palm"], peak),
+        "peak_flops": peak,
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "device": name,
+        "price_usd": price_usd(timing["wall_seconds"], device, config.cost),
+    }
+    datasheet = datasheet_peak(name) if device.type == "cuda" else 0.0
+    if datasheet:
+        figures["peak_flops_datasheet"] = datasheet
+        figures["mfu_palm_datasheet"] = mfu(tokens_per_second, flops["palm"], datasheet)
+    return figures

@@ -16,15 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner import microbatch
+from tuner import cost, microbatch
 from tuner.config import RunConfig, ScheduleConfig
-from tuner.cost import peak_flops, peak_memory_bytes, price_usd, reset_peak_memory
+from tuner.cost import reset_peak_memory
 from tuner.data import TokenData, load_token_data
 from tuner.device import (
     apply_memory_fraction,
     autocast_for,
     compile_problem,
-    device_name,
     is_compile_error,
     one_line,
     resolve_device,
@@ -301,8 +300,10 @@ def train_run(
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
     }
-    figures = run_cost(model, fpt, plan, step, timing, device, config)
+    tokens = step * plan.tokens_per_step
+    figures = cost.run_figures(model, config, data.vocab_size, tokens, plan.tokens, timing, device)
     figures |= {
+        "steps": step,
         "micro_batch_size": micro,
         "grad_accumulation_steps": math.ceil(tc.batch_size / micro),
         "compiled": bool(tc.compile and not eager_reason),
@@ -363,36 +364,3 @@ def check_fits(model: nn.Module, data: TokenData, seq_len: int) -> None:
         raise ConfigError(f"train.seq_len: {seq_len} is beyond the model's range of {positions}")
     if len(data.train) <= seq_len + 1:
         raise ConfigError(f"train.seq_len: {seq_len} is longer than the training split")
-
-
-def run_cost(
-    model: nn.Module,
-    fpt: float,
-    plan: Plan,
-    steps: int,
-    timing: dict[str, float],
-    device: torch.device,
-    config: RunConfig,
-) -> dict[str, Any]:
-    """What a run cost: parameters, FLOPs, tokens, time, MFU, memory, device and price."""
-    n_params, n_non_embedding = count_params(model)
-    tokens_seen = steps * plan.tokens_per_step
-    train_flops = fpt * tokens_seen
-    train_seconds = max(timing["train_seconds"], 1e-9)
-    peak = peak_flops(device, config.cost)
-    return {
-        "n_params": n_params,
-        "n_params_non_embedding": n_non_embedding,
-        "flops_per_token": fpt,
-        "train_flops": train_flops,
-        "tokens_seen": tokens_seen,
-        "budget_tokens": plan.tokens,
-        "steps": steps,
-        **timing,
-        "tokens_per_second": tokens_seen / train_seconds,
-        "mfu": train_flops / train_seconds / peak if peak else 0.0,
-        "peak_flops": peak,
-        "peak_memory_bytes": peak_memory_bytes(device),
-        "device": device_name(device),
-        "price_usd": price_usd(timing["wall_seconds"], device, config.cost),
-    }

@@ -21,10 +21,12 @@ import torch
 
 from tuner import stores
 from tuner.config import RunConfig
-from tuner.device import device_name
+from tuner.device import device_name, synchronize
 from tuner.files import atomic_write, file_lock
 from tuner.models import resolve_shape
 
+PROBED = ("cuda",)
+"""Devices whose memory a probe measures; elsewhere `auto` means no cap."""
 HEADROOM = 0.05
 """Share of the memory budget a probe leaves free (fragmentation, the loop's small tensors)."""
 
@@ -107,21 +109,23 @@ def _read(path: Path) -> dict:
     return {}
 
 
-def cuda_fits(
+def probe(
     attempt: Callable[[int], None],
     reset: Callable[[], None],
     device: torch.device,
     reserve_bytes: int,
 ) -> Callable[[int], bool]:
-    """A probe: does `attempt(size)` (a forward and backward pass) run on `device` while
-    `reserve_bytes` (the optimizer state to come, plus headroom) are held? The random state is
-    restored afterwards, so probing does not change the run."""
+    """fits(size): does `attempt(size)` (a forward and backward pass) run on `device` while
+    `reserve_bytes` (the optimizer state to come, plus headroom) are held aside? `reset` drops
+    what the attempt left (gradients); the random state is restored, so probing does not change
+    the run that follows."""
+    cuda = device.type == "cuda"
 
     def run(size: int) -> None:
-        with torch.random.fork_rng(devices=[device]):
+        with torch.random.fork_rng(devices=[device] if cuda else []):
             held = torch.empty(reserve_bytes, dtype=torch.uint8, device=device)
             attempt(size)
-            torch.cuda.synchronize(device)
+            synchronize(device)
             del held
 
     def fits(size: int) -> bool:
@@ -131,7 +135,8 @@ def cuda_fits(
         except torch.OutOfMemoryError:  # the frames holding the activations are gone here
             ok = False
         reset()
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
         return ok
 
     return fits

@@ -337,7 +337,7 @@ def micro_batch_for(
     tc = config.train
     if tc.micro_batch_size != "auto":
         return min(tc.micro_batch_size or tc.batch_size, tc.batch_size)
-    if device.type != "cuda":
+    if device.type not in microbatch.PROBED:
         return tc.batch_size
 
     def attempt(size: int) -> None:
@@ -347,7 +347,7 @@ def micro_batch_for(
     moments = 2 if config.optim.name == "adamw" else 1  # optimizer state per parameter
     state = moments * sum(p.numel() * p.element_size() for p in model.parameters())
     budget = microbatch.memory_budget(device)
-    fits = microbatch.cuda_fits(
+    fits = microbatch.probe(
         attempt,
         lambda: model.zero_grad(set_to_none=True),
         device,

@@ -6,6 +6,7 @@ mlflow: callers observe a run through `on_milestone` (return True to stop early)
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -322,7 +323,13 @@ def loss_function(
     def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return forward_loss(model, x, y, autocast)
 
-    return torch.compile(loss_fn) if compiled else loss_fn
+    if not compiled:
+        return loss_fn
+    # a fresh start per run: trials differ in shape, and past dynamo's per-function recompile
+    # limit later trials of a worker would silently run eager
+    if "torch._dynamo" in sys.modules:  # nothing compiled before it was imported
+        torch.compiler.reset()
+    return torch.compile(loss_fn)
 
 
 def micro_batch_for(

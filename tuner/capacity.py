@@ -13,13 +13,12 @@ import os
 from typing import Any
 
 from tuner.config import RunConfig
+from tuner.device import CONTEXT_BYTES
 from tuner.errors import ConfigError
 from tuner.models import resolve_shape
 from tuner.space import ParamSpec, SearchSpace
 
 GiB = 2**30
-CONTEXT_BYTES = 768 * 2**20
-"""A CUDA context, outside PyTorch's allocator (same figure as tuner.device.CONTEXT_BYTES)."""
 PROCESS_BYTES = 400 * 2**20
 """A worker process on the host: Python, torch, transformers, Optuna, MLflow."""
 MEMORY_PATHS = {

@@ -32,15 +32,15 @@ for dep in deps:
 EOF
 }
 
-missing() {  # the requirements on stdin that this Python does not satisfy yet
-  "$PY" - "$@" <<'EOF'
+missing() {  # the requirements in file $1 that this Python does not satisfy yet
+  "$PY" - "$1" <<'EOF'
 import sys
 from importlib import metadata
 try:
     from packaging.requirements import Requirement
 except ImportError:  # packaging comes with transformers; without it, presence is the test
     Requirement = None
-for line in sys.stdin:
+for line in open(sys.argv[1]):
     line = line.split("#")[0].strip()
     if not line:
         continue
@@ -56,6 +56,36 @@ for line in sys.stdin:
         continue
     if spec is not None and not spec.contains(version, prereleases=True):
         print(line)
+EOF
+}
+
+prune() {  # remove from $1 what this Python (without $1) already has: no shadowed copies
+  "$PY" - "$1" <<'EOF'
+import csv, shutil, sys
+from importlib import metadata
+from pathlib import Path
+target = Path(sys.argv[1])
+for info in sorted(target.glob("*.dist-info")):
+    name = metadata.Distribution.at(info).metadata["Name"]
+    try:
+        metadata.version(name)  # installed already, outside the target
+    except metadata.PackageNotFoundError:
+        continue
+    folders = set()
+    with open(info / "RECORD", newline="") as rows:
+        for row in csv.reader(rows):
+            path = (target / row[0]).resolve() if row else target
+            if path.is_file() and target.resolve() in path.parents:
+                path.unlink()
+                folders.update(p for p in path.parents if target.resolve() in p.parents)
+    shutil.rmtree(info, ignore_errors=True)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        pycache = folder / "__pycache__"
+        if pycache.is_dir() and not any(f.suffix != ".pyc" for f in pycache.iterdir()):
+            shutil.rmtree(pycache)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    print(f"kept the installed {name}, not the wheel folder's")
 EOF
 }
 
@@ -92,11 +122,13 @@ echo "# gpu_check ($MODE) $(date -u +%Y-%m-%dT%H:%M:%SZ), results in $OUT"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 if [[ -n "${WHEELS:-}" ]]; then
   DEPS="${DEPS_DIR:-${TMPDIR:-/tmp}/tuner-gpu-deps}"
-  requirements | missing > "$OUT/requirements-missing.txt"
+  requirements > "$OUT/requirements.txt"
+  missing "$OUT/requirements.txt" > "$OUT/requirements-missing.txt"
   if [[ -s "$OUT/requirements-missing.txt" ]]; then
     echo "installing from $WHEELS into $DEPS: $(tr '\n' ' ' < "$OUT/requirements-missing.txt")"
     "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" --target "$DEPS" \
       -r "$OUT/requirements-missing.txt"
+    prune "$DEPS"  # pip --target ignores what is installed and would shadow it on PYTHONPATH
   fi
   if ! "$PY" -c "import accelerate" 2>/dev/null; then  # the HF Trainer's; its deps pull torch
     "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" --target "$DEPS" --no-deps \
@@ -160,6 +192,8 @@ TOTAL=$((SECONDS - START))
 {
   echo "# gpu_check summary ($MODE)"
   echo
+  [[ $MODE == dry ]] && echo "A dry run: nano sizes on a CPU, to check the plumbing; its figures and goal lines \
+mean nothing for a GPU." && echo
   echo "machine: $("$PY" -c "import torch; print(torch.cuda.get_device_name() \
 if torch.cuda.is_available() else 'cpu')"), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo

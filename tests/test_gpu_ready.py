@@ -149,6 +149,22 @@ def test_auto_micro_batch_is_found_once_and_cached(tmp_path, monkeypatch):
     assert (stores.cache_dir() / "micro_batch.json").is_file()
 
 
+def test_cache_key_names_what_a_fit_depends_on(tiny_config):
+    cpu = torch.device("cpu")
+    key = microbatch.cache_key(tiny_config, 512, cpu, 8 * GiB)
+    assert key == "gpt2|L2|d64|h2|ff256|V512|T32|dropout=False|auto|adamw|cpu|8192MiB"
+    changed = [
+        microbatch.cache_key(tiny_config.replace("train.seq_len", 64), 512, cpu, 8 * GiB),
+        microbatch.cache_key(tiny_config.replace("model.dropout", 0.1), 512, cpu, 8 * GiB),
+        microbatch.cache_key(tiny_config.replace("optim.name", "sgd"), 512, cpu, 8 * GiB),
+        microbatch.cache_key(tiny_config, 512, cpu, 2 * GiB),  # a quarter of the GPU
+    ]
+    assert len({key, *changed}) == 5
+    assert (
+        microbatch.cache_key(tiny_config.replace("train.batch_size", 64), 512, cpu, 8 * GiB) == key
+    )
+
+
 def test_auto_on_cpu_means_no_cap(tiny_config, tiny_data):
     result = train_run(tiny_config.replace("train.micro_batch_size", "auto"), tiny_data)
     assert result.status == "complete" and result.cost["micro_batch_size"] == 8

@@ -48,7 +48,7 @@ def largest_fit(
     hi = min((i for i, s in enumerate(sizes) if known_fail and s >= known_fail), default=len(sizes))
     fit, fail = known_fit, known_fail
 
-    def probe(i: int) -> bool:
+    def check(i: int) -> bool:
         nonlocal fit, fail
         ok = fits(sizes[i])
         if ok:
@@ -58,13 +58,13 @@ def largest_fit(
         return ok
 
     if hi == len(sizes) and lo < hi - 1:  # the common case first: the whole batch fits
-        if probe(hi - 1):
+        if check(hi - 1):
             lo = hi - 1
         else:
             hi -= 1
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if probe(mid):
+        if check(mid):
             lo = mid
         else:
             hi = mid
@@ -73,12 +73,13 @@ def largest_fit(
 
 def cache_key(config: RunConfig, vocab_size: int, device: torch.device, budget_bytes: int) -> str:
     """What a fit depends on: the model's shape, vocabulary, sequence length, dropout (its masks
-    are kept for backward), precision, the GPU and this process's memory budget."""
+    are kept for backward), precision, the optimizer (its state), the GPU and this process's
+    memory budget."""
     shape = resolve_shape(config.model)
     m, tc = config.model, config.train
     return (
         f"{m.arch}|L{shape.n_layer}|d{shape.d_model}|h{shape.n_head}|ff{shape.d_ff}"
-        f"|V{vocab_size}|T{tc.seq_len}|dropout={m.dropout > 0}|{tc.precision}"
+        f"|V{vocab_size}|T{tc.seq_len}|dropout={m.dropout > 0}|{tc.precision}|{config.optim.name}"
         f"|{device_name(device)}|{budget_bytes // 2**20}MiB"
     )
 

@@ -35,6 +35,8 @@ trial's (a retry copies the lost trial's user attributes), so the retry reruns i
 RETRIES = "retry_history"
 """System attribute Optuna's retry callback writes on a retry: the numbers it stands for."""
 
+PRUNED_AT = "pruned at milestone "
+"""How the reason of a trial the pruner stopped begins (tuner.train writes it)."""
 INTERRUPTED = "interrupted"
 """The reason of a trial stopped by Ctrl-C or SIGTERM: it does not count toward the target."""
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -148,6 +150,14 @@ class TrialRecord:
             raise ConfigError(
                 f"trial {self.number}: stored config is not valid here ({err})"
             ) from None
+
+
+def short_state(state: str, reason: str) -> tuple[str, str]:
+    """(a state that fits a table cell, the reason it does not tell): a trial pruned at
+    milestone 1 is `PRUNED@1` and needs no more; any other reason is returned to be told."""
+    if state == "PRUNED" and reason.startswith(PRUNED_AT) and reason[len(PRUNED_AT) :].isdigit():
+        return f"PRUNED@{reason[len(PRUNED_AT) :]}", ""
+    return state, "" if state == "COMPLETE" else reason
 
 
 # ---------------------------------------------------------------- the study

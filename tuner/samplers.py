@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import optuna
 
 from tuner.config import RunConfig
+from tuner.quiet import experimental_ok
 
 
 class SearchSpace(Protocol):
@@ -69,8 +70,10 @@ PRUNERS = tuple(PRUNER_FACTORIES)
 
 
 def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
-    return SAMPLER_FACTORIES[space.sampler](space, seed)
+    with experimental_ok():
+        return SAMPLER_FACTORIES[space.sampler](space, seed)
 
 
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
-    return PRUNER_FACTORIES[space.pruner](space)
+    with experimental_ok():
+        return PRUNER_FACTORIES[space.pruner](space)

@@ -33,6 +33,21 @@ ALIASES = {
     "warmup_fraction": "schedule.warmup_fraction",
     "arch": "model.arch",
 }
+SHORT_NAMES = {
+    "learning_rate": "lr",
+    "batch_size": "batch",
+    "seq_len": "seq",
+    "model_size": "size",
+    "weight_decay": "wd",
+    "warmup_fraction": "warmup",
+}
+"""How tables and progress lines head the usual params (a dotted path: its last part)."""
+
+
+def short_name(param: str) -> str:
+    return SHORT_NAMES.get(param, param.rsplit(".", 1)[-1])
+
+
 TOP_KEYS = (
     "name",
     "description",
@@ -185,7 +200,7 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
     ):
         raise ConfigError(f"timeout: must be a positive number of seconds, got {timeout!r}")
-    objectives = _objectives(raw.get("objective"))
+    objectives = _objectives(raw.get("objective"), base.eval.metric_names())
     if len(objectives) > 1 and pruner != "none":
         raise ConfigError("pruner: pruning needs a single objective; use `pruner: none`")
     params_raw = raw.get("params") or {}
@@ -228,7 +243,8 @@ def _typed(raw: dict, key: str, tp: type, default: Any) -> Any:
     return value
 
 
-def _objectives(raw: Any) -> tuple[Objective, ...]:
+def _objectives(raw: Any, task_metrics: list[str]) -> tuple[Objective, ...]:
+    """The objectives; a task metric (`task.NAME.METRIC`) only when base.eval has the task."""
     items = raw if isinstance(raw, list) else [raw or {}]
     out = []
     for i, item in enumerate(items):
@@ -241,10 +257,11 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
                 f"{where}.{sorted(unknown)[0]}: unknown key (known: metric, direction)"
             )
         metric = item.get("metric", "val_loss")
-        if metric not in metrics.OBJECTIVE_METRICS:
+        known = metrics.OBJECTIVE_METRICS + tuple(task_metrics)
+        if metric not in known:
+            hint = "" if task_metrics else "; task.NAME.METRIC needs the task in base.eval.tasks"
             raise ConfigError(
-                f"{where}.metric: unknown metric {metric!r} "
-                f"(one of {', '.join(metrics.OBJECTIVE_METRICS)})"
+                f"{where}.metric: unknown metric {metric!r} (one of {', '.join(known)}{hint})"
             )
         direction = item.get("direction", metrics.direction(metric))
         if direction not in ("minimize", "maximize"):

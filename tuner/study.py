@@ -25,6 +25,7 @@ from tuner.objective import TrialObjective
 from tuner.optuna_compat import QueuedStudy
 from tuner.progress import NullReporter, Reporter
 from tuner.queue import drain, fill_queue
+from tuner.quiet import experimental_ok
 from tuner.records import FINISHED, StudyRecord, TrialRecord, counted
 from tuner.samplers import make_pruner, make_sampler
 from tuner.space import SearchSpace, parse_space
@@ -54,13 +55,14 @@ def open_storage(url: str | None, must_exist: bool = False) -> optuna.storages.B
         if "://" not in url:
             raise ValueError("not a URL")
         stores.ensure_local(url)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=interval,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=StaleTrialCallback(),
-            engine_kwargs=_engine_kwargs(url),
-        )
+        with experimental_ok():  # heartbeats are chosen on purpose
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=interval,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=StaleTrialCallback(),
+                engine_kwargs=_engine_kwargs(url),
+            )
     except Exception as err:  # noqa: BLE001 - any failure to open is the user's URL
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise ConfigError(f"--storage {url}: cannot open storage ({first})") from None
@@ -112,6 +114,10 @@ def create_study(
     the default journal file: SQLite answers concurrent writers with "database is locked".
     """
     stores.check_study_name(name)
+    if space.base.eval.tasks:  # datasets, columns and classes, before anything is written
+        from tuner.tasks import validate_tasks
+
+        validate_tasks(space.base, ("val",))
     if storage_url is None:
         _check_new_name(name)
         storage_url = stores.default_journal() if local_workers > 1 else stores.default_storage()

@@ -46,7 +46,7 @@ class Milestone:
     step: int
     metrics: dict[str, float]
     eval_seconds: float = 0.0
-    """Time its evaluation took (the loop's time excludes it)."""
+    """Time its evaluation (and extra_eval) took; the loop's time excludes it."""
 
 
 @dataclass
@@ -179,6 +179,7 @@ def train_run(
     on_milestone: Callable[[Milestone], bool | None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     init_model: nn.Module | None = None,
+    extra_eval: Callable[[nn.Module, bool], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Train `config` from scratch (or from `init_model`) and evaluate at every milestone.
 
@@ -186,6 +187,8 @@ def train_run(
     (tuner.pipeline.LossBook) and everything waits only at milestones. On CUDA a milestone's
     callback runs while the next step computes, so a trial pruned there has run one step more
     than before (counted in its cost); elsewhere the order is the plain one.
+    `extra_eval(model, is_last_milestone)` adds metrics to a milestone (downstream tasks);
+    its time is kept apart as `task_seconds`, out of training and evaluation time.
     """
     wall_start = time.perf_counter()
     tc = config.train
@@ -234,7 +237,12 @@ def train_run(
         metrics["train_val_gap"] = metrics["val_loss"] - metrics["train_loss"]
         metrics["learning_rate"] = lr
         metrics["tokens_per_second"] = step * plan.tokens_per_step / max(train_seconds, 1e-9)
-        seconds = time.perf_counter() - t1
+        if extra_eval is not None:
+            nonlocal task_seconds
+            t2 = time.perf_counter()
+            metrics |= extra_eval(model, index == len(plan.milestone_steps) - 1)
+            task_seconds += time.perf_counter() - t2
+        seconds = time.perf_counter() - t1  # evaluation and extra_eval; tasks split off below
         return Milestone(index, step * plan.tokens_per_step, step, metrics, seconds)
 
     def report(m: Milestone) -> None:
@@ -245,7 +253,7 @@ def train_run(
     history: list[Milestone] = []
     pending: list[Milestone] = []  # evaluated; callback deferred to the next step (CUDA)
     status, reason = "complete", ""
-    train_seconds = eval_seconds = 0.0
+    train_seconds = eval_seconds = task_seconds = 0.0
     step = 0
     try:
         while step < plan.steps and status == "complete":
@@ -299,7 +307,8 @@ def train_run(
     timing = {
         "wall_seconds": time.perf_counter() - wall_start,
         "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
+        "eval_seconds": eval_seconds - task_seconds,
+        "task_seconds": task_seconds,
     }
     tokens = step * plan.tokens_per_step
     figures = cost.run_figures(model, config, data.vocab_size, tokens, plan.tokens, timing, device)

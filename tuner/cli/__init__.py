@@ -18,6 +18,17 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def main() -> None:
+    """Hyperparameter search for language models: Optuna studies, real training, MLflow
+    tracking."""
+    from tuner.quiet import quiet_logs
+
+    quiet_logs()
+
+
 app.add_typer(study_app, name="study")
 app.add_typer(space_app, name="space")
 app.command("ui")(results.ui)

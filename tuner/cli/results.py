@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -59,8 +60,6 @@ def dashboard(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Draw a study as one self-contained HTML page (perplexity against size and cost, ...)."""
-    import webbrowser
-
     from tuner.page import log_dashboard, write_dashboard
     from tuner.study import load_study
 
@@ -73,5 +72,19 @@ def dashboard(
             out.print(f"attached to MLflow run {handle.parent_run_id} (artifacts/dashboards)")
         except Exception as e:  # noqa: BLE001 - the page is written; MLflow is a bonus
             err.print(f"[yellow]warning:[/] not attached to MLflow: {e}", highlight=False)
-    if open_:
-        webbrowser.open(path.resolve().as_uri())
+    if open_ and not open_page(path):
+        out.print(
+            f"no browser could be opened here; the page is {path.resolve()}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def open_page(path: Path) -> bool:
+    """Open the page in a browser; False when none opens (a server, a container, no display)."""
+    import webbrowser
+
+    try:
+        return bool(webbrowser.open(path.resolve().as_uri()))
+    except webbrowser.Error:
+        return False

@@ -227,7 +227,7 @@ def train_final(
     if on_note:
         on_note(about)
     tags = _run_tags(prov, saved, out_dir)
-    run = FinalRun(uri, experiment, study, config, tags)
+    run = FinalRun(uri, experiment, study, config, tags, data)
     try:
         result = _train_and_save(
             config, data, saved, run, out_dir, prov, registered_name, on_progress, on_milestone
@@ -329,11 +329,17 @@ def _train_and_save(
 
 
 def _register(run: FinalRun, out_dir: Path, name: str, arch: str, tags: dict[str, str]) -> str:
-    """Log and register the saved folder; a failure keeps the folder and says so in one line."""
+    """Register the saved folder as an MLflow model (transformers or pytorch flavour); a
+    failure keeps the folder and says so in one line."""
     from mlflow.exceptions import MlflowException
 
+    from tuner.registry import write_mlflow_model
+
+    def write(folder: Path, model_id: str) -> None:
+        write_mlflow_model(out_dir, folder, run.run_id, model_id, name)
+
     try:
-        return run.log_model(out_dir, name, arch, tags)
+        return run.log_model(write, name, arch, tags)
     except MlflowException as err:
         raise ConfigError(
             f"the model is saved in {out_dir}, but logging it to MLflow failed: "

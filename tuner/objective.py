@@ -96,6 +96,7 @@ class TrialObjective:
             self.space.sampler,
             config,
             trial.params,
+            data=self.data,
         )
         records.write_run_id(trial, run.run_id)
         if origin != trial.number:

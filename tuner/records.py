@@ -37,6 +37,12 @@ RETRIES = "retry_history"
 
 PRUNED_AT = "pruned at milestone "
 """How the reason of a trial the pruner stopped begins (tuner.train writes it)."""
+OBSERVED = "warm_observation"
+"""A trial a warm start copied from another study ("STUDY#N"): data for the sampler and the
+pruner, not one of this study's trials (tuner.warmstart)."""
+SEEDED = "warm_seeded_from"
+"""A trial a warm start queued with another study's configuration ("STUDY#N"); it counts."""
+
 INTERRUPTED = "interrupted"
 """The reason of a trial stopped by Ctrl-C or SIGTERM: it does not count toward the target."""
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -199,12 +205,16 @@ def superseded(trials: Iterable[FrozenTrial]) -> set[int]:
 
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Finished trials that count toward the target: a lost trial counts through its retry,
-    and a trial stopped by Ctrl-C or SIGTERM not at all (resume runs another in its place)."""
+    and a trial stopped by Ctrl-C or SIGTERM not at all (resume runs another in its place),
+    nor a warm start's prior observation."""
     lost = superseded(trials)
     return [
         t
         for t in trials
-        if t.state in FINISHED and t.number not in lost and t.user_attrs.get(REASON) != INTERRUPTED
+        if t.state in FINISHED
+        and t.number not in lost
+        and t.user_attrs.get(REASON) != INTERRUPTED
+        and not t.user_attrs.get(OBSERVED)
     ]
 
 

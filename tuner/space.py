@@ -20,7 +20,9 @@ import optuna
 from tuner import metrics
 from tuner.config import RunConfig, field_type, from_dict, load_yaml, set_path
 from tuner.errors import ConfigError
-from tuner.samplers import PRUNERS, SAMPLERS
+from tuner.samplers import check as check_search
+from tuner.samplers import parse_choice
+from tuner.terminator import parse_terminate
 
 ALIASES = {
     "learning_rate": "optim.lr",
@@ -59,6 +61,7 @@ TOP_KEYS = (
     "seed",
     "timeout",
     "params",
+    "terminate",
 )
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "grid")
 
@@ -128,6 +131,11 @@ class SearchSpace:
     params: tuple[ParamSpec, ...]
     raw: dict = field(default_factory=dict, compare=False)
     """The parsed YAML, stored in the study so nothing else is needed to resume it."""
+    sampler_options: dict = field(default_factory=dict)
+    """Options the space gives its sampler (`sampler: {name: tpe, ...}`); the rest default."""
+    pruner_options: dict = field(default_factory=dict)
+    terminate: dict | None = None
+    """Stop the study early when it has stalled (tuner.terminator); None = run every trial."""
 
     @property
     def multi_objective(self) -> bool:
@@ -185,15 +193,11 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
     if base is None:
         base = _in_section("base", lambda: from_dict(RunConfig, raw.get("base") or {}))
     name = _typed(raw, "name", str, "unnamed")
-    sampler = _typed(raw, "sampler", str, "tpe")
-    pruner = _typed(raw, "pruner", str, "none")
+    sampler, sampler_options = parse_choice(raw.get("sampler"), "sampler", "tpe")
+    pruner, pruner_options = parse_choice(raw.get("pruner"), "pruner", "none")
     n_trials = _typed(raw, "n_trials", int, 10)
     seed = _typed(raw, "seed", int, 0)
     timeout = raw.get("timeout")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"sampler: unknown sampler {sampler!r} (one of {', '.join(SAMPLERS)})")
-    if pruner not in PRUNERS:
-        raise ConfigError(f"pruner: unknown pruner {pruner!r} (one of {', '.join(PRUNERS)})")
     if n_trials < 1:
         raise ConfigError(f"n_trials: must be >= 1, got {n_trials}")
     if timeout is not None and (
@@ -219,7 +223,11 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
         timeout=float(timeout) if timeout else None,
         params=params,
         raw={**raw, "base": base.to_dict()},
+        sampler_options=sampler_options,
+        pruner_options=pruner_options,
+        terminate=parse_terminate(raw.get("terminate"), len(objectives)),
     )
+    check_search(space)
     if sampler == "grid":
         if not params:
             raise ConfigError("params: grid search needs at least one param")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from tuner.cli import model, results
+from tuner.cli import model, results, tools
 from tuner.cli.study import space_app, study_app
 
 app = typer.Typer(
@@ -36,3 +36,4 @@ app.command("dashboard")(results.dashboard)
 app.command("export")(model.export)
 app.command("train")(model.train)
 app.command("generate")(model.generate)
+app.command("optuna-dashboard")(tools.optuna_dashboard)

@@ -75,6 +75,25 @@ def study_create(
             "workers that share a device split its memory.",
         ),
     ] = None,
+    warm_start: Annotated[
+        str | None,
+        typer.Option(
+            "--warm-start",
+            help="Seed the study from an earlier study (same params): its trials as prior "
+            "observations, or its best configurations queued first.",
+        ),
+    ] = None,
+    warm_start_top: Annotated[
+        int, typer.Option("--warm-start-top", help="Configurations --warm-start queues.")
+    ] = 3,
+    stop_when_stalled: Annotated[
+        float | None,
+        typer.Option(
+            "--stop-when-stalled",
+            help="Stop early once more trials are unlikely to beat the best by this margin "
+            "(the space's `terminate: {margin: M}`).",
+        ),
+    ] = None,
 ) -> None:
     """Create a study from a search space and run it."""
     with Startup(STARTING) as say:
@@ -85,12 +104,29 @@ def study_create(
 
         spec = load_space(space)
         base = apply_overrides(spec.base, parse_overrides(set_))
+        terminate = None
+        if stop_when_stalled is not None:
+            terminate = {**(spec.terminate or {}), "margin": stop_when_stalled}
         spec = spec.with_settings(
-            base=base, sampler=sampler, pruner=pruner, n_trials=n_trials, timeout=timeout, seed=seed
+            base=base,
+            sampler=sampler,
+            pruner=pruner,
+            n_trials=n_trials,
+            timeout=timeout,
+            seed=seed,
+            terminate=terminate,
         )
         devices = check_placement(spec, workers, gpus)  # before anything is written
         say("opening stores: Optuna storage and MLflow tracking")
-        handle = create_study(name, spec, storage, tracking_uri, local_workers=workers)
+        handle = create_study(
+            name,
+            spec,
+            storage,
+            tracking_uri,
+            local_workers=workers,
+            warm_start=warm_start,
+            warm_top=warm_start_top,
+        )
     out.print(
         f"created study [bold]{name}[/] ({spec.sampler} sampler, {spec.pruner} pruner, "
         f"{plural(spec.n_trials, 'trial')}) in {handle.storage_url}"

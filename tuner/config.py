@@ -130,6 +130,11 @@ class ModelConfig:
     d_ff: int = 0
     dropout: float = 0.0
     """Applied at every dropout site of the architecture."""
+    parametrization: Literal["sp", "mup"] = "sp"
+    """`sp` (standard) or `mup`: μP, under which a learning rate tuned at `base_width` stays
+    optimal at other widths (gpt2 and llama; see tuner/mup.py)."""
+    base_width: int = 0
+    """The d_model that μP scales from, i.e. the tuned proxy's width (0 = this model's own)."""
 
     def __post_init__(self) -> None:
         _check(
@@ -145,6 +150,23 @@ class ModelConfig:
                 self.n_layer > 0 and self.d_model > 0,
                 "model.size",
                 "'custom' needs n_layer and d_model",
+            )
+        _check(self.base_width >= 0, "model.base_width", "must be >= 0")
+        _check(
+            self.parametrization == "sp" or self.arch in ("gpt2", "llama"),
+            "model.parametrization",
+            f"mup is defined for gpt2 and llama, not {self.arch}",
+        )
+        if self.parametrization == "mup" and self.base_width:
+            preset = SIZE_PRESETS.get(self.size, Shape(0, 0, 0, 0))
+            d_model, n_head = self.d_model or preset.d_model, self.n_head or preset.n_head or 1
+            head_dim = max(1, d_model // n_head)
+            _check(
+                self.base_width % head_dim == 0,
+                "model.base_width",
+                f"{self.base_width} is not a multiple of the head dim {head_dim} "
+                f"(d_model {d_model} / n_head {n_head}), so the base model "
+                "would not have whole heads",
             )
 
 
@@ -252,6 +274,13 @@ class RunConfig:
     cost: CostConfig = field(default_factory=CostConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.model.parametrization == "sp" or self.optim.name == "adamw",
+            "optim.name",
+            f"mup's learning-rate rules are for adamw, not {self.optim.name}",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -18,6 +18,7 @@ from tuner.dashboards import DashboardData, NoCompleteTrials, gather
 from tuner.figures import FIGURES, figures
 from tuner.files import atomic_write
 from tuner.plotstyle import HOVER_META, hover_text
+from tuner.records import scaling_plan
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -46,12 +47,17 @@ def log_dashboard(handle: StudyHandle, path: str | Path) -> None:
 
 
 def publish(handle: StudyHandle, path: str | Path | None = None) -> Path | None:
-    """Redraw the page and attach it to MLflow; None (no error) while nothing is complete."""
+    """Redraw the page and attach it to MLflow; None (no error) while nothing is complete.
+    An IsoFLOP study also gets its scaling page (tuner.scaling.page) redrawn."""
     try:
         path = write_dashboard(handle, path)
     except NoCompleteTrials:
         return None
     log_dashboard(handle, path)
+    if scaling_plan(handle.study) is not None:
+        from tuner.scaling.page import publish_scaling
+
+        publish_scaling(handle)
     return path
 
 

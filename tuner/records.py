@@ -195,6 +195,20 @@ class StudyRecord:
         study.set_user_attr(STUDY, dataclasses.asdict(self))
 
 
+SCALING = "scaling"
+"""The study user attribute of an IsoFLOP study: its plan (written by tuner.scaling.study)."""
+
+
+def scaling_plan(study: optuna.Study) -> dict[str, Any] | None:
+    """The stored IsoFLOP plan, or None for an ordinary study."""
+    plan = study.user_attrs.get(SCALING)
+    return plan if isinstance(plan, dict) else None
+
+
+def write_scaling_plan(study: optuna.Study, plan: dict[str, Any]) -> None:
+    study.set_user_attr(SCALING, plan)
+
+
 # ---------------------------------------------------------------- which trials count
 
 

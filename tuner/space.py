@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 
 from tuner import metrics
-from tuner.config import RunConfig, field_type, from_dict, load_yaml, set_path
+from tuner.config import RunConfig, apply_overrides, field_type, from_dict, load_yaml, set_path
 from tuner.errors import ConfigError
 from tuner.samplers import check as check_search
 from tuner.samplers import parse_choice
@@ -62,7 +62,10 @@ TOP_KEYS = (
     "timeout",
     "params",
     "terminate",
+    "points",
 )
+POINT = "point"
+"""The one param of a space of fixed `points`: the index of the point a trial runs."""
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "grid")
 
 
@@ -136,6 +139,8 @@ class SearchSpace:
     pruner_options: dict = field(default_factory=dict)
     terminate: dict | None = None
     """Stop the study early when it has stalled (tuner.terminator); None = run every trial."""
+    points: tuple[dict[str, Any], ...] = ()
+    """Fixed trials, each a set of overrides on `base`, run once each (the `point` param)."""
 
     @property
     def multi_objective(self) -> bool:
@@ -164,6 +169,11 @@ class SearchSpace:
         config = config or self.base
         by_name = {p.name: p for p in self.params}
         for name, value in values.items():
+            if name == POINT and self.points:  # a fixed point: its fields, validated together
+                config = apply_overrides(
+                    config, list(self.points[value].items()), f"points[{value}]"
+                )
+                continue
             config = set_path(config, by_name[name].path if name in by_name else name, value)
         return config
 
@@ -193,7 +203,10 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
     if base is None:
         base = _in_section("base", lambda: from_dict(RunConfig, raw.get("base") or {}))
     name = _typed(raw, "name", str, "unnamed")
-    sampler, sampler_options = parse_choice(raw.get("sampler"), "sampler", "tpe")
+    points = _points(raw.get("points"), base)
+    sampler, sampler_options = parse_choice(
+        raw.get("sampler"), "sampler", "grid" if points else "tpe"
+    )
     pruner, pruner_options = parse_choice(raw.get("pruner"), "pruner", "none")
     n_trials = _typed(raw, "n_trials", int, 10)
     seed = _typed(raw, "seed", int, 0)
@@ -211,6 +224,10 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
     if not isinstance(params_raw, dict):
         raise ConfigError("params: expected a mapping of name -> distribution")
     params = tuple(_param(name, spec, base) for name, spec in params_raw.items())
+    if points:
+        if params or sampler != "grid":
+            raise ConfigError("points: a space of fixed points takes no params and runs on grid")
+        params = (ParamSpec(POINT, POINT, "categorical", choices=tuple(range(len(points)))),)
     space = SearchSpace(
         name=name,
         description=_typed(raw, "description", str, ""),
@@ -226,6 +243,7 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
         sampler_options=sampler_options,
         pruner_options=pruner_options,
         terminate=parse_terminate(raw.get("terminate"), len(objectives)),
+        points=points,
     )
     check_search(space)
     if sampler == "grid":
@@ -235,6 +253,19 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
     if sampler == "cmaes" and len(objectives) > 1:
         raise ConfigError("sampler: cmaes handles a single objective; use nsga2")
     return space
+
+
+def _points(raw: Any, base: RunConfig) -> tuple[dict[str, Any], ...]:
+    """Fixed points: mappings of dotted RunConfig paths to values, each valid on `base`."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("points: expected a non-empty list of {dotted.path: value} mappings")
+    for i, point in enumerate(raw):
+        if not isinstance(point, dict) or not point:
+            raise ConfigError(f"points[{i}]: expected a mapping of dotted config paths to values")
+        apply_overrides(base, list(point.items()), f"points[{i}]")
+    return tuple(dict(point) for point in raw)
 
 
 def _in_section(section: str, build: typing.Callable[[], Any]) -> Any:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner import cost, microbatch
+from tuner import cost, microbatch, mup
 from tuner.config import RunConfig, ScheduleConfig
 from tuner.cost import reset_peak_memory
 from tuner.data import TokenData, load_token_data
@@ -110,7 +110,8 @@ def get_lr(step: int, total: int, peak: float, cfg: ScheduleConfig) -> float:
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    """Weight decay on weight matrices only: never on norms, biases or embeddings."""
+    """Weight decay on weight matrices only: never on norms, biases or embeddings. Under μP the
+    groups carry an `lr_scale` that the loop multiplies into the scheduled learning rate."""
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay, seen = [], [], set()
     for param in model.parameters():
@@ -123,6 +124,8 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer
         {"params": decay, "weight_decay": oc.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if config.model.parametrization == "mup":  # per-group lr_scale, see tuner/mup.py
+        groups = mup.param_groups(model, config.model.base_width, oc.lr, oc.weight_decay)
     if oc.name == "sgd":
         return torch.optim.SGD(groups, lr=oc.lr, momentum=oc.momentum)
     device_type = next(model.parameters()).device.type
@@ -260,7 +263,7 @@ def train_run(
             t0 = time.perf_counter()
             lr = get_lr(step, plan.steps, config.optim.lr, config.schedule)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             x, y = batches.next()
             try:
                 loss = train_step(loss_fn, params, optimizer, x, y, micro, config.optim.grad_clip)

@@ -389,8 +389,8 @@ MOMENTS = (
     ("Tracker.start_trial:end1", "MLflow child run started (params, config.yaml)"),
     ("train_run:call1", "train_run called"),
     ("import:transformers.models.gpt2.modeling_gpt2", "GPT-2 model code imported (build_model)"),
-    ("sample_batch:call1", "first training step starts"),
-    ("sample_batch:call2", "first training step done"),
+    ("BatchStream.next:call1", "first training step starts"),
+    ("BatchStream.next:call2", "first training step done"),
     ("exit", "process exits (4-step trial, 4 evaluations)"),
 )
 
@@ -436,9 +436,9 @@ def run_part2(
             ]
         )
         previous, previous_cpu = at, (cpu if cpu == cpu else previous_cpu)
-    first = median([r["sample_batch:call1"] for r in runs])
-    first_cpu = median([r["cpu:sample_batch:call1"] for r in runs])
-    done = median([r["sample_batch:call2"] for r in runs])
+    first = median([r["BatchStream.next:call1"] for r in runs])
+    first_cpu = median([r["cpu:BatchStream.next:call1"] for r in runs])
+    done = median([r["BatchStream.next:call2"] for r in runs])
     load = median([r["load_average_1m"] for r in runs])
     say(
         markdown_table(
@@ -459,16 +459,17 @@ def run_part2(
         f"{load:.1f} on {os.cpu_count()} cores; CPU time to the first step {first_cpu:.2f} s"
     )
     if plain:
+        plain_first = median([r["BatchStream.next:call1"] for r in plain])
+        plain_cpu = median([r["cpu:BatchStream.next:call1"] for r in plain])
         say(
             f"SQLite default journal (TUNER_SQLITE_WAL=0), paired: first step "
-            f"{median([r['sample_batch:call1'] for r in plain]):.2f} s, CPU "
-            f"{median([r['cpu:sample_batch:call1'] for r in plain]):.2f} s (WAL: {first:.2f} s, "
+            f"{plain_first:.2f} s, CPU {plain_cpu:.2f} s (WAL: {first:.2f} s, "
             f"CPU {first_cpu:.2f} s)"
         )
     if fresh:
         say(
             f"in a new project folder (Optuna and MLflow stores created, token cache warm): "
-            f"first step at {fresh.get('sample_batch:call1', float('nan')):.2f} s"
+            f"first step at {fresh.get('BatchStream.next:call1', float('nan')):.2f} s"
         )
     return {
         "runs": runs,

@@ -214,8 +214,9 @@ class TrainConfig:
     """Sequences per optimizer step."""
     seq_len: int = 128
     """Tokens per sequence; also the model's positional range."""
-    micro_batch_size: int = 0
-    """Cap on sequences per forward pass; larger batches accumulate gradients (0 = no cap)."""
+    micro_batch_size: int | Literal["auto"] = 0
+    """Cap on sequences per forward pass; larger batches accumulate gradients (0 = no cap;
+    auto = the largest divisor of the batch that fits the GPU, found once and cached)."""
     tokens: int = 200_000
     """Training budget in tokens; steps = tokens / (batch_size * seq_len)."""
     flops: float = 0.0
@@ -239,7 +240,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "milestones", "eval_tokens", "eval_batch_size"):
             _check(getattr(self, name) > 0, f"train.{name}", "must be > 0")
-        _check(self.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0")
+        _check(
+            self.micro_batch_size == "auto" or self.micro_batch_size >= 0,
+            "train.micro_batch_size",
+            "must be >= 0 or auto",
+        )
         _check(self.tokens > 0 or self.flops > 0, "train.tokens", "a budget must be > 0")
         _check(self.diverge_factor > 1, "train.diverge_factor", "must be > 1")
 

@@ -67,6 +67,14 @@ def study_create(
             help="Worker processes to run on this machine (default storage then: a journal file).",
         ),
     ] = 1,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="CUDA devices to spread the workers over, round robin (e.g. 0,1); "
+            "workers that share a device split its memory.",
+        ),
+    ] = None,
     warm_start: Annotated[
         str | None,
         typer.Option(
@@ -91,6 +99,7 @@ def study_create(
     with Startup(STARTING) as say:
         from tuner.config import apply_overrides, parse_overrides
         from tuner.space import load_space
+        from tuner.spawn import check_placement
         from tuner.study import create_study
 
         spec = load_space(space)
@@ -107,6 +116,7 @@ def study_create(
             seed=seed,
             terminate=terminate,
         )
+        devices = check_placement(spec, workers, gpus)  # before anything is written
         say("opening stores: Optuna storage and MLflow tracking")
         handle = create_study(
             name,
@@ -121,8 +131,8 @@ def study_create(
         f"created study [bold]{name}[/] ({spec.sampler} sampler, {spec.pruner} pruner, "
         f"{plural(spec.n_trials, 'trial')}) in {handle.storage_url}"
     )
-    if run and workers > 1:
-        _run_workers(handle, workers, spec.timeout)
+    if run and (workers > 1 or devices):
+        _run_workers(handle, workers, spec.timeout, devices)
     elif run:
         _run(handle, spec.n_trials, spec.timeout)
 
@@ -164,11 +174,13 @@ def _run(handle: StudyHandle, n_trials: int, timeout: float | None) -> None:
     _finish(handle)
 
 
-def _run_workers(handle: StudyHandle, workers: int, timeout: float | None) -> None:
+def _run_workers(
+    handle: StudyHandle, workers: int, timeout: float | None, gpus: list[int] | None = None
+) -> None:
     """Run `workers` local worker processes on a new study, wait for them, then finish it."""
     from tuner.spawn import start_workers, wait_workers
 
-    if handle.storage_url.startswith("sqlite"):
+    if workers > 1 and handle.storage_url.startswith("sqlite"):
         err.print(
             "note: several workers on one SQLite file queue on its lock; a journal file "
             "(--storage PATH.log, the default with --workers) is Optuna's advice"
@@ -178,7 +190,7 @@ def _run_workers(handle: StudyHandle, workers: int, timeout: float | None) -> No
         f"`tuner study worker {handle.name} --storage {handle.storage_url}`"
     )
     codes = wait_workers(
-        start_workers(handle.name, handle.storage_url, handle.tracking_uri, workers, timeout)
+        start_workers(handle.name, handle.storage_url, handle.tracking_uri, workers, timeout, gpus)
     )
     _finish(handle)
     failed = [code for code in codes if code != 0]
@@ -213,6 +225,17 @@ def study_worker(
     timeout: Annotated[
         float | None, typer.Option(help="Stop starting trials after this many seconds.")
     ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes to start on this machine.")
+    ] = 1,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="CUDA devices to spread the workers over, round robin (e.g. 0,1); "
+            "workers that share a device split its memory.",
+        ),
+    ] = None,
 ) -> None:
     """Join a study from any machine; run its queued trials until none is left.
 
@@ -222,6 +245,20 @@ def study_worker(
     from tuner.progress import LineReporter
     from tuner.startup import warm_up
     from tuner.study import load_study, run_study
+
+    if workers > 1 or gpus is not None:  # K processes here, each a plain worker
+        from tuner.spawn import check_placement, start_workers, wait_workers
+
+        handle = load_study(name, storage, tracking_uri)
+        devices = check_placement(handle.space, workers, gpus)
+        procs = start_workers(
+            name, handle.storage_url, handle.tracking_uri, workers, timeout, devices
+        )
+        failed = [code for code in wait_workers(procs) if code != 0]
+        if failed:
+            err.print(f"{len(failed)} of {workers} workers exited abnormally (codes {failed})")
+            raise typer.Exit(1)
+        return
 
     # a worker prints its own line per trial; MLflow's run links would only add noise
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -246,6 +246,9 @@ class RunConfig:
     cost: CostConfig = field(default_factory=CostConfig)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _check(0 <= self.seed <= 2**32 - 1, "seed", "must be between 0 and 2**32 - 1")
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 

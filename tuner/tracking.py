@@ -18,6 +18,7 @@ import yaml
 from tuner import stores
 from tuner.config import RunConfig
 from tuner.errors import ConfigError
+from tuner.failures import guard_client
 from tuner.files import file_lock
 from tuner.metrics import BEST_METRICS, LOGGED_COST
 from tuner.train import Milestone, TrainResult
@@ -47,6 +48,7 @@ class Tracker:
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
             self.client = SerializedClient(self.client, db.with_name(db.name + ".lock"))
+        self.client = guard_client(self.client, self.uri)  # store failures: one line
 
     # ------------------------------------------------------------ experiment and parent run
 

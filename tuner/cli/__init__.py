@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from tuner.cli import model, results
+from tuner.cli.common import OneLineGroup
 from tuner.cli.study import space_app, study_app
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
     "MLflow tracking.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=OneLineGroup,
 )
 app.add_typer(study_app, name="study")
 app.add_typer(space_app, name="space")

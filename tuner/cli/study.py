@@ -61,13 +61,19 @@ def study_create(
     """Create a study from a search space and run it."""
     from tuner.config import apply_overrides, parse_overrides
     from tuner.space import load_space
+    from tuner.stores import check_study_name
     from tuner.study import create_study
+    from tuner.validate import check_store_urls, preflight
 
+    check_study_name(name)
+    check_store_urls(storage, tracking_uri)
     spec = load_space(space)
     base = apply_overrides(spec.base, parse_overrides(set_))
     spec = spec.with_settings(
         base=base, sampler=sampler, pruner=pruner, n_trials=n_trials, timeout=timeout, seed=seed
     )
+    for line in preflight(spec, run_here=run):  # every check before anything is written
+        err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     handle = create_study(name, spec, storage, tracking_uri, local_workers=workers)
     out.print(
         f"created study [bold]{name}[/] ({spec.sampler} sampler, {spec.pruner} pruner, "
@@ -94,7 +100,9 @@ def study_resume(
 ) -> None:
     """Continue a study up to its trial count."""
     from tuner.study import load_study
+    from tuner.validate import check_run_flags
 
+    check_run_flags(n_trials, timeout)
     handle = load_study(name, storage, tracking_uri)
     _run(handle, n_trials or handle.space.n_trials, timeout)
 
@@ -166,7 +174,9 @@ def study_worker(
     """
     from tuner.progress import LineReporter
     from tuner.study import load_study, run_study
+    from tuner.validate import check_run_flags
 
+    check_run_flags(None, timeout)
     # a worker prints its own line per trial; MLflow's run links would only add noise
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # workers that load the study at the same moment must not draw the same params
@@ -249,13 +259,21 @@ def study_show(
 @study_app.command("delete")
 @user_errors
 def study_delete(
-    name: Annotated[str, typer.Argument(help="Study to delete.")], storage: StorageOpt = None
+    name: Annotated[str, typer.Argument(help="Study to delete.")],
+    storage: StorageOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Delete even with trials running: they are failed, their runs ended."
+        ),
+    ] = False,
 ) -> None:
-    """Delete a study and its MLflow experiment."""
+    """Delete a study and its MLflow experiment (refused while trials run, unless --force)."""
     from tuner.study import delete_study
 
-    delete_study(name, storage)
-    out.print(f"deleted study {name}")
+    stopped = delete_study(name, storage, force=force)
+    note = f" (stopped running trials {', '.join(map(str, stopped))})" if stopped else ""
+    out.print(f"deleted study {name}{note}")
 
 
 @space_app.command("validate")
@@ -263,8 +281,15 @@ def study_delete(
 def space_validate(path: Annotated[str, typer.Argument(help="Search-space YAML file.")]) -> None:
     """Check a search-space file; exit 2 with the first problem."""
     from tuner.space import load_space
+    from tuner.validate import check_space
 
     spec = load_space(path)
+    try:
+        warnings = check_space(spec)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    for line in warnings:
+        err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     out.print(
         f"{path}: ok ({len(spec.params)} params, {spec.sampler} sampler, {spec.n_trials} trials)"
     )

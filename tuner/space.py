@@ -310,9 +310,9 @@ def _param(name: Any, spec: Any, base: RunConfig) -> ParamSpec:
             kind = "float"
     if kind not in ("float", "int", "categorical"):
         raise ConfigError(f"{where}.type: must be float, int or categorical, got {kind!r}")
-    grid = tuple(spec.get("grid") or ())
     if "grid" in spec and not isinstance(spec["grid"], list):
         raise ConfigError(f"{where}.grid: expected a list of values")
+    grid = tuple(spec.get("grid") or ())
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:

@@ -361,6 +361,8 @@ def delete_study(name: str, storage_url: str | None = None, force: bool = False)
 def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
     """One summary per study; without a URL, of both default storages. `trials` counts
     finished trials as `finished_count` does (a lost trial's retry stands for it)."""
+    if storage_url:
+        stores.check_persistent(storage_url, "--storage")
     local = stores.local_file(storage_url) if storage_url else None
     if local is not None and not local.is_file():
         return []

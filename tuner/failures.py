@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -174,9 +175,14 @@ def bound_http_waits() -> None:
 
 
 def guard_client(client: Any, uri: str) -> GuardedClient:
-    """`client` with store failures as `StoreError`, and bounded waits for a remote server."""
+    """`client` with store failures as `StoreError`, and bounded waits for a remote server.
+
+    MLflow also logs every database error it raises, traceback and all; tuner says each one
+    itself, in one line, so that logger is quietened.
+    """
     if uri.startswith(("http://", "https://")):
         bound_http_waits()
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     return GuardedClient(client, uri)
 
 

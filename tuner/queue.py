@@ -70,8 +70,16 @@ def drain(
                     return
                 time.sleep(poll)
             except UpdateFinishedTrialError:  # a stalled worker's trial was failed meanwhile
+                _stop_on_store_failure(objective)
                 if note:
                     note("this worker's trial was failed as lost (no heartbeat); going on")
-            failure = getattr(objective, "failure", None)
-            if failure is not None:
-                raise failure
+            except Exception:  # what Optuna says after a store failed is not the news
+                _stop_on_store_failure(objective)
+                raise
+            _stop_on_store_failure(objective)
+
+
+def _stop_on_store_failure(objective: Callable) -> None:
+    failure = getattr(objective, "failure", None)
+    if failure is not None:
+        raise failure from None

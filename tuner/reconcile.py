@@ -9,8 +9,10 @@ brings MLflow in line. Deleting a study that still runs (`--force`) uses `stop_r
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.records import INTERRUPTED, REASON, TrialRecord, superseded
@@ -33,8 +35,12 @@ def mlflow_status(trial: FrozenTrial) -> tuple[str, str]:
 
 
 def reconcile(handle: StudyHandle) -> int:
-    """End the MLflow runs whose trial Optuna has finished, as Optuna says; returns how many
-    runs changed. Trials still RUNNING are left alone (a live worker may own them)."""
+    """Fail the trials whose worker is lost (retried once, tuner.heartbeat), then end the
+    MLflow runs whose trial Optuna has finished, as Optuna says; returns how many runs
+    changed. Trials still RUNNING are left alone (a live worker may own them)."""
+    with warnings.catch_warnings():  # experimental in Optuna, and what tuner relies on
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(handle.study)  # lost trials: failed and retried
     trials = handle.study.get_trials(deepcopy=False)
     finished = {t.number: t for t in trials if t.state.is_finished()}
     if not finished:

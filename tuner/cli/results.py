@@ -60,7 +60,6 @@ def dashboard(
 ) -> None:
     """Draw a study as one self-contained HTML page (perplexity against size and cost, ...)."""
     import webbrowser
-
     from pathlib import Path
 
     from tuner.files import make_parent

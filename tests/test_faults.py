@@ -35,6 +35,7 @@ from tuner.records import REASON, STORE_FAILED, counted
 HOOKS = Path(__file__).parent / "fault_hooks"
 ROOT = Path(__file__).parent.parent
 QUICK = {**TINY_BASE, "train": {**TINY_BASE["train"], "tokens": 4096}}
+GRACE = 6  # seconds without a heartbeat before a trial is lost (beats every second)
 LR = {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}}
 
 
@@ -116,7 +117,7 @@ def digest(path: Path) -> str:
 @pytest.fixture
 def fast_heartbeat(monkeypatch):
     monkeypatch.setenv("TUNER_HEARTBEAT_INTERVAL", "1")
-    monkeypatch.setenv("TUNER_GRACE_PERIOD", "2")
+    monkeypatch.setenv("TUNER_GRACE_PERIOD", str(GRACE))
 
 
 # ---------------------------------------------------------------- memory
@@ -299,7 +300,7 @@ def test_disk_full_mid_trial_stops_the_study_and_loses_nothing(
 
     calls["filler"].unlink()
     monkeypatch.setattr(tuner.objective, "train_run", real)
-    time.sleep(2.5)  # trial 1's worker is gone: its heartbeat goes stale
+    time.sleep(GRACE + 0.5)  # trial 1's worker is gone: its heartbeat goes stale
     resumed = cli("study", "resume", "s")
     assert resumed.exit_code == 0, resumed.output
     trials = study().trials
@@ -555,7 +556,7 @@ def test_killed_between_mlflow_and_optuna_is_reconciled(tmp_path, monkeypatch, f
     assert study().trials[0].state.name == "RUNNING"
     (first,) = [r for r in runs() if r.data.tags.get("tuner.kind") == "trial"]
     assert first.info.status == "FINISHED"  # MLflow says done, Optuna does not know
-    time.sleep(2.5)
+    time.sleep(GRACE + 0.5)
     assert cli("study", "resume", "s").exit_code == 0
     trials = study().trials
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]

@@ -80,11 +80,13 @@ def _end(tracker: Tracker, run_id: str, trial: FrozenTrial, reason: str = "") ->
 
 
 def stop_running(handle: StudyHandle, reason: str) -> list[int]:
-    """Fail every RUNNING trial of the study with `reason` and end its MLflow run KILLED;
-    returns their numbers. (A worker still on one finds its trial finished and stops.)"""
+    """Fail every RUNNING trial of the study with `reason`, then end every MLflow run of the
+    study still RUNNING (trials KILLED with the reason, the parent run KILLED); returns the
+    trials' numbers. (A worker still on one finds its trial finished and stops.)"""
     from optuna.exceptions import UpdateFinishedTrialError
 
     from tuner.optuna_compat import study_storage, trial_id
+    from tuner.tracking import TrialRun
 
     storage = study_storage(handle.study)
     stopped = []
@@ -95,17 +97,15 @@ def stop_running(handle: StudyHandle, reason: str) -> list[int]:
         except UpdateFinishedTrialError:  # it finished meanwhile
             continue
         stopped.append(trial.number)
-    if stopped:
-        tracker = handle.tracker()
-        runs = tracker.client.search_runs(
-            [handle.experiment_id],
-            filter_string=f"tags.`optuna.study` = '{handle.name}' "
-            "and attributes.status = 'RUNNING' and tags.`tuner.kind` = 'trial'",
-            max_results=10_000,
-        )
-        from tuner.tracking import TrialRun
-
-        for run in runs:
-            if run.data.tags.get("optuna.trial_number") in {str(n) for n in stopped}:
-                TrialRun(tracker, run.info.run_id).finish("KILLED", "FAIL", reason=reason)
+    tracker = handle.tracker()
+    runs = tracker.client.search_runs(
+        [handle.experiment_id],
+        filter_string=f"tags.`optuna.study` = '{handle.name}' and attributes.status = 'RUNNING'",
+        max_results=10_000,
+    )
+    for run in runs:
+        if run.data.tags.get("tuner.kind") == "trial":
+            TrialRun(tracker, run.info.run_id).finish("KILLED", "FAIL", reason=reason)
+        else:
+            tracker.end(run.info.run_id, "KILLED")
     return stopped

@@ -337,9 +337,8 @@ def delete_study(name: str, storage_url: str | None = None, force: bool = False)
         )
     stopped: list[int] = []
     try:
-        if running:
-            with failures.guard(label):
-                stopped = stop_running(handle, "study deleted while the trial ran")
+        with failures.guard(label):  # no run is left RUNNING in the deleted experiment
+            stopped = stop_running(handle, "study deleted while the trial ran")
         client = handle.tracker().client
         exp = client.get_experiment_by_name(name)
         if exp is not None:

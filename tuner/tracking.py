@@ -18,7 +18,7 @@ import yaml
 from tuner import stores
 from tuner.config import RunConfig
 from tuner.errors import ConfigError
-from tuner.failures import guard_client
+from tuner.failures import guard, guard_client, mlflow_label
 from tuner.files import file_lock
 from tuner.metrics import BEST_METRICS, LOGGED_COST
 from tuner.train import Milestone, TrainResult
@@ -44,11 +44,15 @@ class Tracker:
 
         self.uri = check_tracking_uri(tracking_uri)
         db = stores.sqlite_path(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-            self.client = SerializedClient(self.client, db.with_name(db.name + ".lock"))
-        self.client = guard_client(self.client, self.uri)  # store failures: one line
+        with guard(mlflow_label(self.uri)):  # store failures: one line
+            if db is not None:
+                db.parent.mkdir(parents=True, exist_ok=True)
+                lock = db.with_name(db.name + ".lock")
+                with file_lock(lock):  # the client creates a new store's tables: one at a time
+                    self.client = SerializedClient(MlflowClient(tracking_uri=self.uri), lock)
+            else:
+                self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = guard_client(self.client, self.uri)
 
     # ------------------------------------------------------------ experiment and parent run
 

@@ -230,7 +230,16 @@ def load_token_data(
         with file_lock(root / f"{key}.lock"):  # others wait here, then find it built
             if not (final / "meta.json").is_file():
                 _build(data, tokenizer, final, tokenizer_file)
-    return _open(final)
+    try:
+        return _open(final)
+    except (OSError, ValueError, KeyError):  # a damaged entry is derived data: built again
+        with file_lock(root / f"{key}.lock"):
+            try:
+                return _open(final)  # another process rebuilt it meanwhile
+            except (OSError, ValueError, KeyError):
+                shutil.rmtree(final, ignore_errors=True)
+                _build(data, tokenizer, final, tokenizer_file)
+        return _open(final)
 
 
 def _build(

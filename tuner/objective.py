@@ -2,7 +2,9 @@
 
 Failure is data: a diverged or pruned trial ends PRUNED with its reason, an out-of-memory or
 any other exception ends it FAILED with the reason (and traceback in MLflow), and the study
-goes on. Whatever happens, the trial's MLflow run is ended.
+goes on. Whatever happens, the trial's MLflow run is ended. A store that fails is not the
+trial's fault: the trial ends FAIL "store failed: ..." (it does not count) and the study stops
+with that one line (`failure`, read by tuner.queue).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
@@ -30,6 +31,8 @@ import tuner.tracking
 from tests.conftest import TINY_BASE
 from tests.helpers import cli, write_space
 from tuner import memory, stores
+from tuner.config import RunConfig, from_dict
+from tuner.data import load_token_data
 from tuner.records import REASON, STORE_FAILED, counted
 
 HOOKS = Path(__file__).parent / "fault_hooks"
@@ -421,6 +424,62 @@ def test_a_read_only_cache_is_one_line(tmp_path, monkeypatch):
     code, out = _run_unprivileged(["study", "create", "s", "--space", str(space)])
     assert code == 1 and len(error_lines(out)) == 1 and "permission denied" in out, out
     assert not stores.home().exists()
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _shorter(path: Path) -> None:
+    np.save(path, np.load(path)[:-7])  # a valid array that disagrees with meta.json
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"\x00" * 64)
+
+
+DAMAGES = {
+    "meta.json garbage": ("meta.json", _garbage),
+    "meta.json empty": ("meta.json", _empty),
+    "train.npy empty": ("train.npy", _empty),
+    "val.npy truncated": ("val.npy", _truncate),
+    "test.npy shorter": ("test.npy", _shorter),
+    "token_bytes.npy garbage": ("token_bytes.npy", _garbage),
+    "token_bytes.npy gone": ("token_bytes.npy", Path.unlink),
+    "tokenizer.json gone": ("tokenizer.json", Path.unlink),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_cache_entry_is_rebuilt(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = from_dict(RunConfig, TINY_BASE)
+    good = load_token_data(cfg.data, cfg.tokenizer)
+    arrays = {n: np.array(getattr(good, n)) for n in ("train", "val", "test", "token_bytes")}
+    name, damage_it = DAMAGES[damage]
+    damage_it(good.root / name)
+    again = load_token_data(cfg.data, cfg.tokenizer)
+    assert again.root == good.root and again.vocab_size == good.vocab_size
+    for n, values in arrays.items():
+        np.testing.assert_array_equal(getattr(again, n), values)
+    assert again.tokenizer_path.stat().st_size > 0
+
+
+def test_a_study_runs_through_an_emptied_cache_file(tmp_path, monkeypatch):
+    """An emptied .npy made `np.load` raise EOFError, which the CLI reported as a bare
+    "Aborted."; the entry is now rebuilt and the study runs."""
+    monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = from_dict(RunConfig, QUICK)
+    _empty(load_token_data(cfg.data, cfg.tokenizer).root / "train.npy")
+    space = quick_space(tmp_path / "space.yaml", n_trials=1)
+    result = cli("study", "create", "s", "--space", str(space))
+    assert result.exit_code == 0, result.output
+    assert "Aborted" not in result.output
+    assert [t.state.name for t in study().trials] == ["COMPLETE"]
 
 
 # ---------------------------------------------------------------- a moved home

@@ -527,6 +527,42 @@ def test_a_moved_or_copied_home_resumes_exports_and_draws(tmp_path, monkeypatch)
     assert all(r.info.artifact_uri.startswith(copy.as_uri()) for r in runs(copy))
 
 
+def test_moved_explicit_stores_resume_with_their_artifacts(tmp_path):
+    """Stores named by --storage / --tracking-uri outside the home, moved together and named
+    again at their new place: artifacts follow them, nothing is recreated at the old one."""
+    space = quick_space(tmp_path / "space.yaml", n_trials=1)
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+
+    def flags(where: Path) -> list[str]:
+        db = where / "mlflow.db"
+        return [
+            "--storage",
+            f"sqlite:///{where / 'optuna.db'}",
+            "--tracking-uri",
+            f"sqlite:///{db}",
+        ]
+
+    assert cli("study", "create", "s", "--space", str(space), *flags(old)).exit_code == 0
+    shutil.move(str(old), str(new))
+    _new_process()
+    code, out = finish(tuner_process(["study", "resume", "s", "--n-trials", "2", *flags(new)[:2]]))
+    assert code == 1 and len(error_lines(out)) == 1, out
+    assert "not found" in out and "--tracking-uri" in out, out
+    assert not old.exists()  # the old MLflow store is not recreated empty
+    result = cli("study", "resume", "s", "--n-trials", "2", *flags(new))
+    assert result.exit_code == 0, result.output
+    assert not old.exists(), sorted(map(str, old.rglob("*")))
+    assert len(counted(study(home=new).trials)) == 2
+    assert all(r.info.artifact_uri.startswith(new.as_uri()) for r in runs(new))
+    client = MlflowClient(f"sqlite:///{new / 'mlflow.db'}")
+    assert all(
+        client.list_artifacts(r.info.run_id)
+        for r in runs(new)
+        if r.data.tags.get("optuna.trial_number")
+    )
+
+
 # ---------------------------------------------------------------- creation and deletion
 
 

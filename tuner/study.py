@@ -231,8 +231,8 @@ def run_study(
             fill_queue(handle.study, space, target)
         if target is not None and handle.finished_count() >= target:
             return
+    check_tracking(handle)  # before anything opens (and so creates) an MLflow store
     tracker = handle.tracker()
-    check_tracking(handle)
     reconcile(handle)  # runs a crash left RUNNING (or FINISHED for a lost trial) follow Optuna
     objective = TrialObjective(
         space, handle.name, tracker, handle.experiment_id, handle.parent_run_id, reporter, label

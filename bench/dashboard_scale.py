@@ -116,8 +116,8 @@ def main() -> None:
     )
 
     t0 = time.perf_counter()
-    for module in ("optuna.importance", "plotly.graph_objects"):  # once per process
-        importlib.import_module(module)  # optuna.importance pulls in scikit-learn
+    for module in ("optuna.importance", "optuna.visualization", "plotly.graph_objects"):
+        importlib.import_module(module)  # once per process; optuna.importance: scikit-learn
     from tuner import dashboards, figures
     from tuner.page import render_html
 

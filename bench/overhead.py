@@ -8,6 +8,10 @@ tracking (child run start, milestone batches, finish, best-so-far), model and op
 data loading (once per study, shared by its trials), and study bookkeeping (everything else:
 Optuna ask/tell/sampling and storage writes, config building, cost figures).
 
+With the built-in downstream tasks on (the default; `--no-tasks` leaves them out), every trial
+also scores `genre` and `continuation` at its last milestone; their wall time is recorded
+apart (`task_seconds`) and compared with a one-minute trial, never counted as overhead.
+
 Part 2 times `tuner study create` as a subprocess, from spawn to the first training step,
 with warm caches, through a sitecustomize hook that stamps the moments on the way.
 
@@ -68,6 +72,7 @@ WRAPPED = {
     ("tuner.objective", "load_token_data"): "data loading",
     ("tuner.tracking", "Tracker.reopen"): "study setup",
     ("tuner.tracking", "Tracker.end"): "study teardown",
+    ("tuner.tasks", "run_tasks"): "tasks",
 }
 
 
@@ -76,6 +81,8 @@ class Events:
     """(category, start, end) in unix seconds, comparable with Optuna's trial datetimes."""
 
     spans: list[tuple[str, float, float]] = field(default_factory=list)
+    cpu: list[tuple[str, float, float]] = field(default_factory=list)
+    """(category, start, CPU seconds of the process): robust to other jobs on the machine."""
 
     def wrap(self, module_name: str, dotted: str, category: str) -> None:
         module = (
@@ -88,26 +95,37 @@ class Events:
         for part in path:
             owner = getattr(owner, part)
         original = getattr(owner, attr)
-        spans = self.spans
+        spans, cpu = self.spans, self.cpu
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.time()
+            start, cpu_start = time.time(), time.process_time()
             try:
                 return original(*args, **kwargs)
             finally:
                 spans.append((category, start, time.time()))
+                cpu.append((category, start, time.process_time() - cpu_start))
 
         setattr(owner, attr, timed)
 
     def total(self, category: str, start: float = -1e18, end: float = 1e18) -> float:
         return sum(b - a for c, a, b in self.spans if c == category and start <= a < end)
 
+    def cpu_total(self, category: str, start: float = -1e18, end: float = 1e18) -> float:
+        return sum(t for c, a, t in self.cpu if c == category and start <= a < end)
+
 
 # ---------------------------------------------------------------- part 1: per-trial overhead
 
 
-def space_dict(tokens: int, n_trials: int, sampler: str) -> dict[str, Any]:
+BUILT_IN_TASKS = [{"name": "genre", "kind": "genre"}, {"name": "lines", "kind": "continuation"}]
+TASK_GOAL = 0.10
+"""The built-in tasks' share of a one-minute trial at most."""
+
+
+def space_dict(tokens: int, n_trials: int, sampler: str, tasks: bool) -> dict[str, Any]:
     base = {**BASE, "train": {**BASE["train"], "tokens": tokens}}
+    if tasks:
+        base["eval"] = {"tasks": BUILT_IN_TASKS}
     return {
         "name": "bench-overhead",
         "base": base,
@@ -141,14 +159,14 @@ def calibrate(trial_seconds: float) -> tuple[int, float]:
     return tokens, rate
 
 
-def run_part1(tokens: int, n_trials: int, sampler: str) -> dict[str, Any]:
+def run_part1(tokens: int, n_trials: int, sampler: str, tasks: bool) -> dict[str, Any]:
     from tuner.space import parse_space
     from tuner.study import create_study, run_study
 
     events = Events()
     for (module, dotted), category in WRAPPED.items():
         events.wrap(module, dotted, category)
-    space = parse_space(space_dict(tokens, n_trials, sampler))
+    space = parse_space(space_dict(tokens, n_trials, sampler, tasks))
     t0 = time.time()
     handle = create_study(f"overhead-{int(t0)}", space)
     t1 = time.time()
@@ -189,10 +207,12 @@ def split_trials(part1: dict[str, Any]) -> tuple[list[dict[str, float]], dict[st
             "train_run_wall": cost.get("wall_seconds", 0.0),
             "train": cost.get("train_seconds", 0.0),
             "eval": cost.get("eval_seconds", 0.0),
+            "tasks": cost.get("task_seconds", 0.0),
+            "tasks cpu": events.cpu_total("tasks", start, end),
             "tracking": events.total("tracking", start, end),
             "model build": events.total("model build", start, end),
         }
-        row["overhead"] = row["window"] - row["train"] - row["eval"]
+        row["overhead"] = row["window"] - row["train"] - row["eval"] - row["tasks"]
         row["study bookkeeping"] = row["overhead"] - row["tracking"] - row["model build"]
         rows.append(row)
     study = {
@@ -219,6 +239,7 @@ def report_part1(
                 f"{r['window']:.2f}",
                 f"{r['train']:.2f}",
                 f"{r['eval']:.2f}",
+                f"{r['tasks']:.2f}",
                 f"{r['overhead']:.3f}",
                 f"{r['overhead'] / r['window']:.2%}",
                 f"{r['eval'] / r['window']:.1%}",
@@ -235,6 +256,7 @@ def report_part1(
                 "wall s",
                 "train s",
                 "eval s",
+                "tasks s",
                 "overhead s",
                 "overhead %",
                 "eval %",
@@ -270,9 +292,26 @@ def report_part1(
         f"goal overhead < 3% of a one-minute trial: {amortized:.3f} s / 60 s = {projected:.2%} "
         f"({verdict}; measured on {window:.0f} s trials, overhead is per trial, not per token)"
     )
+    tasks = median([r["tasks"] for r in rows])
+    tasks_cpu = median([r["tasks cpu"] for r in rows])
+    if tasks > 0:  # the first trial also pays the tasks' one-off imports; the median does not
+        # CPU seconds: on one thread a quiet machine's one-minute trial is 60 CPU seconds,
+        # and other jobs on the machine stretch wall time, not CPU time
+        task_share = tasks_cpu / 60.0
+        verdict = "met" if task_share <= TASK_GOAL else "NOT met"
+        say(
+            f"built-in tasks per trial: {tasks:.2f} s wall, {tasks_cpu:.2f} CPU s (median; the "
+            f"first trial {rows[0]['tasks cpu']:.2f} CPU s with the tasks' imports)"
+        )
+        say(
+            f"goal built-in tasks (genre, continuation) <= {TASK_GOAL:.0%} of a one-minute "
+            f"trial: {tasks_cpu:.2f} CPU s / 60 s = {task_share:.1%} ({verdict})"
+        )
     return {
         "rows": rows,
         "study": study,
+        "median_task_seconds": tasks,
+        "median_task_cpu_seconds": tasks_cpu,
         "median_overhead_seconds": overhead,
         "amortized_overhead_seconds": amortized,
         "median_trial_seconds": window,
@@ -301,11 +340,15 @@ def write_cli_space(folder: Path) -> Path:
     return path
 
 
-def time_cli_start(space: Path, name: str, home: Path, marks: Path) -> dict[str, float]:
-    """Spawn `tuner study create`, wait for it, and read the stamps back (seconds from spawn)."""
+def time_cli_start(
+    space: Path, name: str, home: Path, marks: Path, extra_env: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Spawn `tuner study create`, wait for it, and read the stamps back (seconds from spawn;
+    `cpu:LABEL` = the process's CPU seconds at that moment)."""
     marks.unlink(missing_ok=True)
     env = {
         **os.environ,
+        **(extra_env or {}),
         "TUNER_HOME": str(home),
         "TUNER_BENCH_MARKS": str(marks),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(HOOK_DIR), os.environ.get("PYTHONPATH")])),
@@ -317,15 +360,16 @@ def time_cli_start(space: Path, name: str, home: Path, marks: Path) -> dict[str,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,
     )
     finished = time.time()
     if proc.returncode != 0:
         raise RuntimeError(f"tuner study create failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    stamps = {"exit": finished - spawned}
+    stamps = {"exit": finished - spawned, "load_average_1m": os.getloadavg()[0]}
     for line in marks.read_text().splitlines():
-        label, when = line.rsplit(" ", 1)
+        label, when, cpu = line.rsplit(" ", 2)
         stamps.setdefault(label, float(when) - spawned)
+        stamps.setdefault(f"cpu:{label}", float(cpu))
     return stamps
 
 
@@ -352,36 +396,75 @@ MOMENTS = (
 
 
 def run_part2(
-    workdir: Path, repeats: int, warm: bool, fresh_too: bool, say: Report
+    workdir: Path,
+    repeats: int,
+    warm: bool,
+    fresh_too: bool,
+    say: Report,
+    wal_compare: bool = False,
 ) -> dict[str, Any]:
     """`warm`: part 1 already made the stores under TUNER_HOME and filled the token cache;
-    otherwise one untimed run does."""
+    otherwise one untimed run does. `wal_compare`: every timed start is paired with one under
+    TUNER_SQLITE_WAL=0 (SQLite's default journal), alternating which goes first."""
     space = write_cli_space(workdir)
     home = Path(os.environ["TUNER_HOME"])
     marks = workdir / "marks.txt"
     if not warm:
         say("warm-up: one untimed `tuner study create` (stores and caches warm after it)")
         time_cli_start(space, "warmup", home, marks)
-    runs = [time_cli_start(space, f"first-step-{i}", home, marks) for i in range(repeats)]
+    runs, plain = [], []
+    for i in range(repeats):
+        pair = [("wal", {}), ("plain", {"TUNER_SQLITE_WAL": "0"})] if wal_compare else [("wal", {})]
+        for kind, env in pair if i % 2 == 0 else pair[::-1]:
+            stamps = time_cli_start(space, f"first-step-{kind}-{i}", home, marks, env)
+            (runs if kind == "wal" else plain).append(stamps)
     fresh = time_cli_start(space, "fresh", workdir / "fresh-home", marks) if fresh_too else {}
-    rows, previous = [], 0.0
+    rows, previous, previous_cpu = [], 0.0, 0.0
     for label, meaning in MOMENTS:
         seen = [r[label] for r in runs if label in r]
         if not seen:
             continue
         at = median(seen)
-        rows.append([meaning, f"{at:.2f}", f"+{at - previous:.2f}"])
-        previous = at
+        cpu = median([r.get(f"cpu:{label}", float("nan")) for r in runs if label in r])
+        rows.append(
+            [
+                meaning,
+                f"{at:.2f}",
+                f"+{at - previous:.2f}",
+                f"{cpu:.2f}",
+                f"+{cpu - previous_cpu:.2f}",
+            ]
+        )
+        previous, previous_cpu = at, (cpu if cpu == cpu else previous_cpu)
     first = median([r["sample_batch:call1"] for r in runs])
+    first_cpu = median([r["cpu:sample_batch:call1"] for r in runs])
     done = median([r["sample_batch:call2"] for r in runs])
+    load = median([r["load_average_1m"] for r in runs])
     say(
         markdown_table(
-            [f"moment (median of {repeats} warm runs)", "s from spawn", "s since previous"], rows
+            [
+                f"moment (median of {repeats} warm runs)",
+                "s from spawn",
+                "s since previous",
+                "CPU s",
+                "CPU s since previous",
+            ],
+            rows,
         )
     )
     verdict = "met" if first < 10 else "NOT met"
     say()
-    say(f"goal first step < 10 s with warm caches: {first:.2f} s ({verdict})")
+    say(
+        f"goal first step < 10 s with warm caches: {first:.2f} s ({verdict}) at load average "
+        f"{load:.1f} on {os.cpu_count()} cores; CPU time to the first step {first_cpu:.2f} s"
+    )
+    if plain:
+        say(
+            f"SQLite default journal (TUNER_SQLITE_WAL=0), paired: first step "
+            f"{median([r['sample_batch:call1'] for r in plain]):.2f} s, CPU "
+            f"{median([r['cpu:sample_batch:call1'] for r in plain]):.2f} s (WAL: {first:.2f} s, "
+            f"CPU {first_cpu:.2f} s)"
+        )
     if fresh:
         say(
             f"in a new project folder (Optuna and MLflow stores created, token cache warm): "
@@ -389,7 +472,9 @@ def run_part2(
         )
     return {
         "runs": runs,
+        "plain_journal_runs": plain,
         "fresh": fresh,
+        "first_step_cpu_seconds": first_cpu,
         "first_step_seconds": first,
         "first_step_done_seconds": done,
     }
@@ -411,6 +496,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="timed CLI starts (quick 1, full 3; full also times a new folder)",
     )
     p.add_argument("--skip-cli", action="store_true", help="part 1 only")
+    p.add_argument(
+        "--no-tasks", action="store_true", help="part 1 without the built-in downstream tasks"
+    )
+    p.add_argument("--skip-trials", action="store_true", help="part 2 only")
+    p.add_argument(
+        "--wal-compare",
+        action="store_true",
+        help="part 2: pair every timed start with one under SQLite's default journal",
+    )
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument(
         "--sqlite-wal",
@@ -434,28 +528,43 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     say(f"# overhead ({'quick' if args.quick else 'full'})")
     say(f"machine: {machine_line(info)}")
-    tokens, rate = (args.tokens, float("nan")) if args.tokens else calibrate(args.trial_seconds)
-    journal = "WAL, synchronous=NORMAL (experiment)" if args.sqlite_wal else "default"
-    say(f"SQLite journal mode: {journal}")
-    say(
-        f"study: {args.trials} trials, {args.sampler} sampler, gpt2 micro, batch 16 x 128, "
-        f"{tokens:,} tokens per trial (calibrated at {rate:,.0f} tokens/s for ~"
-        f"{args.trial_seconds:.0f} s trials), 4 milestones x 4,096 eval tokens, SQLite stores"
-    )
-    say()
-    say("## per-trial overhead")
-    rows, study = split_trials(run_part1(tokens, args.trials, args.sampler))
-    part1 = report_part1(rows, study, args.trial_seconds, say)
+    say(f"command: python bench/overhead.py {' '.join(sys.argv[1:])}")
+    wal = os.environ.get("TUNER_SQLITE_WAL", "1") != "0"
+    say(f"SQLite journal mode: {'WAL, synchronous=NORMAL (tuner default)' if wal else 'default'}")
+    part1: dict[str, Any] = {}
+    tokens = 0
+    if not args.skip_trials:
+        tokens, rate = (args.tokens, float("nan")) if args.tokens else calibrate(args.trial_seconds)
+        say(
+            f"study: {args.trials} trials, {args.sampler} sampler, gpt2 micro, batch 16 x 128, "
+            f"{tokens:,} tokens per trial (calibrated at {rate:,.0f} tokens/s for ~"
+            f"{args.trial_seconds:.0f} s trials), 4 milestones x 4,096 eval tokens, SQLite stores"
+            + ("" if args.no_tasks else ", built-in tasks genre and continuation")
+        )
+        say()
+        say("## per-trial overhead")
+        rows, study = split_trials(
+            run_part1(tokens, args.trials, args.sampler, tasks=not args.no_tasks)
+        )
+        part1 = report_part1(rows, study, args.trial_seconds, say)
     part2: dict[str, Any] = {}
     if not args.skip_cli:
         say()
         say("## `tuner study create` to the first training step")
-        part2 = run_part2(workdir, args.cli_repeats, warm=True, fresh_too=not args.quick, say=say)
+        part2 = run_part2(
+            workdir,
+            args.cli_repeats,
+            warm=not args.skip_trials,
+            fresh_too=not args.quick,
+            say=say,
+            wal_compare=args.wal_compare,
+        )
     name = (
         "overhead"
         + ("-quick" if args.quick else "")
         + ("-wal" if args.sqlite_wal else "")
         + ("-part1" if args.skip_cli else "")
+        + ("-part2" if args.skip_trials else "")
     )
     path = save_results(
         name,

@@ -1,33 +1,51 @@
 """Search efficiency: how much training compute each strategy spends to reach a target loss.
 
-One search space, one per-trial token budget, four strategies run through tuner's own API
-(tuner.space.parse_space, tuner.study.create_study / run_study, real training and MLflow
-tracking in temp stores):
+Two search spaces, each searched through tuner's own API (tuner.space.parse_space,
+tuner.study.create_study / run_study, real training and MLflow tracking in temp stores):
+
+  lm      the space a user would write: learning rate (log, continuous), dropout
+          (continuous), five GPT-2 sizes (nano .. small, 0.1M to 10.6M parameters), batch size
+          and sequence length; 16k training tokens a trial, 8 milestones
+  grid48  the earlier benchmark's 48-point space (4 learning rates x 3 sizes x 2 batch sizes
+          x 2 dropouts), 64k tokens a trial, 6 milestones
+
+and these strategies (sampler, pruner as a space names them):
 
   random     random sampler, no pruning (the baseline)
-  grid       every grid point once, no pruning (seed-independent, run once)
-  tpe        TPE, no pruning
-  tpe+hb     TPE with Hyperband pruning at the token milestones
+  tpe+hb     TPE + Hyperband as tuner ships them (`sampler: tpe`, `pruner: hyperband`, bare)
+  tpe+hb-v0  the settings tuner shipped before (independent-startup TPE with n/3 startup
+             trials, Hyperband from milestone 1 with reduction factor 3)
+  tpe        TPE alone, no pruning
+  grid       every grid point once (grid48 only, seed-independent)
+  warm       tpe+hb warm-started (`--warm-start`) from a tpe+hb study of the same space at
+             half the tokens a trial; its own compute only (the source's is printed beside)
 
-over several seeds. For every study it records the best validation loss of completed trials
-against cumulative training FLOPs (pruned trials count for the tokens they trained) and wall
-time, then prints, for a target loss, the compute and time each strategy needed and their
-ratios to random search. The default targets are read off random search itself: the worst of
-its seeds' final bests ("match random search") and the best of them ("beat random search");
-where random search's median run never reaches a target, a ratio is an upper bound ("< x").
+The figure: training FLOPs (pruned trials count for the tokens they trained; deterministic
+for a seed, so a busy machine cannot bend it) until a completed trial first reaches the
+target loss, which is random search's final best loss, median over seeds; the ratio is the
+strategy's median over seeds divided by random's. A strategy that never reaches it on its
+median seed is "not reached"; where random's median seed never does, the ratio is an upper
+bound ("< x", against all random spent).
 
-  python bench/search_efficiency.py --quick    # 60 small trials: a few minutes on 2 cores
-  python bench/search_efficiency.py            # 264 trials, 48-point space: ~30 minutes
+Every finished study is cached under $TMPDIR/tuner-bench-search/ keyed by a hash of its
+space, strategy (with the sampler and pruner settings tuner resolves them to) and seed, so an
+interrupted run resumes and a new default reruns only the studies it changes. FLOPs do not
+depend on the machine's speed; wall times from cached studies are as noisy as ever.
+
+  python bench/search_efficiency.py --quick     # 2 small spaces, 8 trials, 2 seeds
+  python bench/search_efficiency.py             # 24 trials a study, 3 seeds, both spaces
+  python bench/search_efficiency.py --only random --space lm   # fill the cache piecewise
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import math
+import os
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,140 +55,203 @@ from _common import (  # noqa: E402
     Report,
     machine,
     machine_line,
-    markdown_table,
-    median,
     quiet,
     save_results,
     set_threads,
     si,
     use_temp_stores,
-    write_html,
+)
+from _search_analysis import (  # noqa: E402
+    Curve,
+    plot,
+    pruner_replays,
+    rank_correlations,
+    report_space,
+    terminator_replay,
 )
 
-STRATEGIES = {  # name -> (sampler, pruner)
-    "random": ("random", "none"),
-    "grid": ("grid", "none"),
-    "tpe": ("tpe", "none"),
-    "tpe+hb": ("tpe", "hyperband"),
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "random": {"sampler": "random", "pruner": "none"},
+    "tpe+hb": {"sampler": "tpe", "pruner": "hyperband"},
+    "tpe+hb-v0": {
+        "sampler": {"name": "tpe", "startup": "random", "n_startup_trials": "n/3"},
+        "pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3},
+    },
+    "tpe": {"sampler": "tpe", "pruner": "none"},
+    "grid": {"sampler": "grid", "pruner": "none"},
+    "warm": {"sampler": "tpe", "pruner": "hyperband", "warm": True},
 }
+DEFAULT_ONLY = "random,tpe+hb,tpe+hb-v0,warm"
+CACHE = Path(
+    os.environ.get("TUNER_BENCH_SEARCH_CACHE", Path(tempfile.gettempdir()) / "tuner-bench-search")
+)
 
 
-@dataclass
-class Point:
-    """The state of a study after one more finished trial."""
-
-    trial: int
-    state: str
-    flops: float
-    """Cumulative training FLOPs so far."""
-    wall: float
-    """Seconds since the study's first trial started."""
-    best: float
-    """Best val_loss of completed trials so far (inf before the first)."""
-
-
-@dataclass
-class Curve:
-    strategy: str
-    seed: int
-    points: list[Point] = field(default_factory=list)
-
-    @property
-    def final_best(self) -> float:
-        return self.points[-1].best if self.points else math.inf
-
-    @property
-    def total_flops(self) -> float:
-        return self.points[-1].flops if self.points else 0.0
-
-    def to_target(self, target: float) -> tuple[float, float]:
-        """(FLOPs, seconds) at the first trial whose completion brought best <= target;
-        (inf, inf) if it never did."""
-        for p in self.points:
-            if p.best <= target:
-                return p.flops, p.wall
-        return math.inf, math.inf
-
-
-def space_dict(args: argparse.Namespace) -> dict[str, Any]:
-    """The one space every strategy searches; grid values make grid search possible."""
-    params: dict[str, Any] = {
-        "learning_rate": {
-            "low": 3e-4,
-            "high": 3e-2,
-            "log": True,
-            "grid": [1e-3, 3e-3, 1e-2] if args.quick else [3e-4, 1e-3, 3e-3, 1e-2],
-        },
-        "model_size": {"choices": ["nano", "micro"] if args.quick else ["nano", "micro", "tiny"]},
-        "batch_size": {"choices": [8, 16]},
-    }
-    if not args.quick:
-        params["dropout"] = {"choices": [0.0, 0.1]}
+def space_dict(space: str, args: argparse.Namespace, tokens: int | None = None) -> dict[str, Any]:
+    """The space every strategy searches (sampler, pruner, seed and n_trials set per study)."""
+    quick = args.quick
+    if space == "lm":
+        params: dict[str, Any] = {
+            "learning_rate": {"low": 1e-4, "high": 3e-2, "log": True},
+            "dropout": {"low": 0.0, "high": 0.3},
+            "model_size": {
+                "choices": ["nano", "micro", "tiny"]
+                if quick
+                else ["nano", "micro", "tiny", "mini", "small"]
+            },
+            "batch_size": {"choices": [4, 8, 16]},
+            "seq_len": {"choices": [32, 64, 128]},
+        }
+        train = {"tokens": 8192 if quick else 16384, "milestones": 4 if quick else 8}
+        train |= {"batch_size": 8, "seq_len": 64, "eval_tokens": 1024}
+    elif space == "grid48":
+        params = {
+            "learning_rate": {
+                "low": 3e-4,
+                "high": 3e-2,
+                "log": True,
+                "grid": [1e-3, 3e-3, 1e-2] if quick else [3e-4, 1e-3, 3e-3, 1e-2],
+            },
+            "model_size": {"choices": ["nano", "micro"] if quick else ["nano", "micro", "tiny"]},
+            "batch_size": {"choices": [8, 16]},
+        }
+        if not quick:
+            params["dropout"] = {"choices": [0.0, 0.1]}
+        train = {"tokens": 16384 if quick else 65536, "milestones": 4 if quick else 6}
+        train |= {"batch_size": 16, "seq_len": 64, "eval_tokens": 1024 if quick else 2048}
+    else:
+        raise SystemExit(f"unknown space {space!r} (lm, grid48)")
+    if tokens:
+        train["tokens"] = tokens
     return {
-        "name": "bench-search",
+        "name": f"bench-{space}",
         "base": {
             "data": {"source": "shakespeare"},
             "tokenizer": {"kind": "bpe", "vocab_size": 2048},
             "model": {"arch": "gpt2", "size": "micro"},
-            "train": {
-                "batch_size": 16,
-                "seq_len": 64,
-                "tokens": args.tokens,
-                "milestones": args.milestones,
-                "eval_tokens": args.eval_tokens,
-            },
+            "train": train,
         },
         "objective": {"metric": "val_loss", "direction": "minimize"},
-        "sampler": "random",
-        "pruner": "none",
         "n_trials": args.trials,
-        "seed": 0,
         "params": params,
     }
 
 
-def run_strategy(strategy: str, seed: int, args: argparse.Namespace) -> Curve:
+def study_raw(space: str, strategy: str, seed: int, args: argparse.Namespace, half=False) -> dict:
+    spec = STRATEGIES[strategy]
+    raw = space_dict(space, args)
+    if half:
+        raw = space_dict(space, args, tokens=raw["base"]["train"]["tokens"] // 2)
+    return raw | {"sampler": spec["sampler"], "pruner": spec["pruner"], "seed": seed}
+
+
+def cache_key(raw: dict[str, Any], extra: dict[str, Any]) -> str:
+    """A study's identity: its space and the settings tuner resolves its sampler and pruner
+    to (so changing a default invalidates exactly the studies that use it)."""
+    from tuner.samplers import describe
     from tuner.space import parse_space
-    from tuner.study import create_study, run_study
 
-    sampler, pruner = STRATEGIES[strategy]
-    raw = space_dict(args) | {"sampler": sampler, "pruner": pruner, "seed": seed}
-    space = parse_space(raw)
-    handle = create_study(f"{strategy.replace('+', '-')}-seed{seed}-{time.time_ns()}", space)
-    run_study(handle)
-    return curve_of(strategy, seed, handle.study.get_trials(deepcopy=False))
+    resolved = describe(parse_space(raw))
+    text = json.dumps({"raw": raw, "resolved": resolved, **extra}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def curve_of(strategy: str, seed: int, trials: list[Any]) -> Curve:
-    curve = Curve(strategy, seed)
-    trials = sorted((t for t in trials if t.datetime_complete), key=lambda t: t.number)
-    if not trials:
-        return curve
-    start = min(t.datetime_start for t in trials)
-    flops, best = 0.0, math.inf
-    for t in trials:
-        flops += float(t.user_attrs.get("cost", {}).get("train_flops", 0.0))
-        if t.state.name == "COMPLETE" and t.value is not None:
-            best = min(best, t.value)
-        wall = (t.datetime_complete - start).total_seconds()
-        curve.points.append(Point(t.number, t.state.name, flops, wall, best))
+def run_one(space: str, strategy: str, seed: int, args: argparse.Namespace) -> Curve:
+    """One study of `strategy` on `space` with `seed`, from the cache or run now."""
+    raw = study_raw(space, strategy, seed, args)
+    warm = STRATEGIES[strategy].get("warm", False)
+    source_raw = study_raw(space, "tpe+hb", seed, args, half=True) if warm else None
+    extra = {"warm_from": cache_key(source_raw, {})} if source_raw else {}
+    key = cache_key(raw, extra)
+    path = CACHE / f"{space}-{strategy}-seed{seed}-{key}.json"
+    if path.is_file() and not args.no_cache:
+        return Curve.from_json(json.loads(path.read_text()))
+    source = _source_study(space, seed, source_raw, args) if source_raw else None
+    curve = _run_study(space, strategy, seed, raw, warm_from=source)
+    if source is not None:
+        curve.source_flops = source.total_flops
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(curve.to_json()))
     return curve
 
 
-def schedule(strategies: list[str], seeds: int) -> list[tuple[str, int]]:
-    """Seeds outer, strategies rotated within each seed, grid once: no strategy always runs
-    first (slowest, on a cold process) or always last."""
+def _source_study(space: str, seed: int, raw: dict[str, Any], args: argparse.Namespace) -> Curve:
+    """The half-budget tpe+hb study a warm start reads (cached like any other study)."""
+    key = cache_key(raw, {})
+    path = CACHE / f"{space}-half-seed{seed}-{key}.json"
+    if path.is_file() and not args.no_cache:
+        return Curve.from_json(json.loads(path.read_text()))
+    curve = _run_study(space, "half", seed, raw)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(curve.to_json()))
+    return curve
+
+
+def _run_study(
+    space: str, strategy: str, seed: int, raw: dict[str, Any], warm_from: Curve | None = None
+) -> Curve:
+    from tuner.space import parse_space
+    from tuner.study import create_study, run_study
+
+    name = f"{space}-{strategy.replace('+', '-')}-seed{seed}"
+    kwargs: dict[str, Any] = {}
+    if warm_from is not None:
+        kwargs["warm_start"] = _rebuild(warm_from, name + "-source")
+    handle = create_study(name, parse_space(raw), **kwargs)
+    started = time.perf_counter()
+    run_study(handle)
+    curve = Curve.of_trials(space, strategy, seed, handle.study.get_trials(deepcopy=False))
+    curve.raw = handle.space.raw
+    curve.seconds = time.perf_counter() - started
+    return curve
+
+
+def _rebuild(curve: Curve, name: str) -> str:
+    """Recreate a cached study in this run's store (its finished trials with their params,
+    values, curves and configs) so that a warm start reads it as it would read the study."""
+    import optuna
+
+    from tuner import stores
+    from tuner.records import CONFIG, METRICS, StudyRecord
+    from tuner.space import parse_space
+    from tuner.study import open_storage
+
+    space = parse_space(curve.raw)
+    study = optuna.create_study(storage=open_storage(stores.default_storage()), study_name=name)
+    StudyRecord(space.raw, stores.default_tracking_uri(), "", "").write(study)
+    dists = space.distributions()
+    for p in curve.trials:
+        state = optuna.trial.TrialState[p.state]
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=p.value if state == optuna.trial.TrialState.COMPLETE else None,
+                params=p.params,
+                distributions={k: dists[k] for k in p.params},
+                user_attrs={CONFIG: p.config, METRICS: {"val_loss": p.value}},
+                intermediate_values={i: v for i, (_, v) in enumerate(p.curve)},
+            )
+        )
+    return name
+
+
+def schedule(
+    spaces: list[str], strategies: list[str], seeds: list[int]
+) -> list[tuple[str, str, int]]:
+    """Seeds outer, strategies rotated within each seed, grid once (it ignores the seed)."""
     order = []
-    for seed in range(seeds):
-        shift = seed % len(strategies)
-        for strategy in strategies[shift:] + strategies[:shift]:
-            if strategy != "grid" or seed == 0:
-                order.append((strategy, seed))
+    for space in spaces:
+        for seed in seeds:
+            shift = seed % len(strategies)
+            for strategy in strategies[shift:] + strategies[:shift]:
+                if strategy == "grid" and (seed > 0 or space != "grid48"):
+                    continue
+                order.append((space, strategy, seed))
     return order
 
 
 def warm_up() -> None:
-    """One tiny trial-sized run so imports and first-call costs land on no strategy."""
+    """One tiny run so imports and first-call costs land on no strategy."""
     from tuner.config import RunConfig, from_dict
     from tuner.train import train_run
 
@@ -180,202 +261,41 @@ def warm_up() -> None:
             {
                 "tokenizer": {"kind": "bpe", "vocab_size": 2048},
                 "model": {"size": "nano"},
-                "train": {
-                    "batch_size": 8,
-                    "seq_len": 64,
-                    "tokens": 2048,
-                    "milestones": 1,
-                    "eval_tokens": 256,
-                },
+                "train": {"batch_size": 8, "seq_len": 64, "tokens": 2048, "milestones": 1},
             },
         )
     )
-
-
-def pick_targets(curves: list[Curve], given: float | None) -> list[tuple[str, float]]:
-    """The given target, else two read off random search: the worst of its seeds' final
-    bests (every random run got there: "match random search") and the best of them ("beat
-    random search", which some random seeds never reach)."""
-    if given is not None:
-        return [("given", given)]
-    finals = [c.final_best for c in curves if c.strategy == "random"]
-    if not finals:
-        return [("median final best", median([c.final_best for c in curves]))]
-    targets = [("match random search: its worst seed's final best", max(finals))]
-    if min(finals) < max(finals):
-        targets.append(("beat random search: its best seed's final best", min(finals)))
-    return targets
-
-
-def summarize(curves: list[Curve], target: float) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for strategy in STRATEGIES:
-        mine = [c for c in curves if c.strategy == strategy]
-        if not mine:
-            continue
-        hits = [c.to_target(target) for c in mine]
-        out[strategy] = {
-            "seeds": len(mine),
-            "reached": sum(math.isfinite(f) for f, _ in hits),
-            "final_best": median([c.final_best for c in mine]),
-            "flops_to_target": median([f for f, _ in hits]),
-            "seconds_to_target": median([s for _, s in hits]),
-            "total_flops": median([c.total_flops for c in mine]),
-            "total_seconds": median([c.points[-1].wall for c in mine if c.points]),
-            "trials": median([len(c.points) for c in mine]),
-            "pruned": median([sum(p.state == "PRUNED" for p in c.points) for c in mine]),
-        }
-    return out
-
-
-def ratio_to_random(value: float, base: float, base_spent: float) -> tuple[float, str]:
-    """(ratio, text). Where random search never reached the target (median over seeds), its
-    compute is more than it spent, so the ratio is an upper bound: "< x"."""
-    if math.isfinite(value) and math.isfinite(base) and base > 0:
-        return value / base, f"{value / base:.2f}"
-    if math.isfinite(value) and base_spent > 0:
-        return value / base_spent, f"< {value / base_spent:.2f}"
-    return math.nan, "-"
-
-
-def report(summary: dict[str, dict[str, Any]], target: float, say: Report) -> dict[str, Any]:
-    base = summary.get("random", {})
-    rows, ratios, texts = [], {}, {}
-    for strategy, s in summary.items():
-        f_ratio, f_text = ratio_to_random(
-            s["flops_to_target"], base.get("flops_to_target", 0), base.get("total_flops", 0)
-        )
-        _, t_text = ratio_to_random(
-            s["seconds_to_target"], base.get("seconds_to_target", 0), base.get("total_seconds", 0)
-        )
-        ratios[strategy], texts[strategy] = f_ratio, f_text
-        rows.append(
-            [
-                strategy,
-                f"{s['reached']}/{s['seeds']}",
-                f"{s['final_best']:.4f}",
-                _fmt_flops(s["flops_to_target"]),
-                f_text,
-                _fmt_seconds(s["seconds_to_target"]),
-                t_text,
-                f"{s['trials']:.0f} ({s['pruned']:.0f} pruned)",
-                si(s["total_flops"], "FLOP"),
-                f"{s['total_seconds']:.0f} s",
-            ]
-        )
-    say(
-        markdown_table(
-            [
-                "strategy",
-                "seeds reaching target",
-                "final best (median)",
-                "FLOPs to target (median)",
-                "x random",
-                "wall to target",
-                "x random",
-                "trials",
-                "FLOPs spent",
-                "wall spent",
-            ],
-            rows,
-        )
-    )
-    hb = ratios.get("tpe+hb", math.nan)
-    if "tpe+hb" in summary and base:
-        text = texts["tpe+hb"]
-        if math.isfinite(hb) and hb <= 1 / 3:
-            verdict = "met"
-        elif text.startswith("<"):
-            verdict = "undecided: random search never got there, so only an upper bound"
-        else:
-            verdict = "NOT met"
-        say(
-            f"goal tpe+hb <= 1/3 of random's compute to reach val_loss {target:.4f}: "
-            f"{text} ({verdict})"
-        )
-    return ratios
-
-
-def _fmt_flops(value: float) -> str:
-    return si(value, "FLOP") if math.isfinite(value) else "not reached"
-
-
-def _fmt_seconds(value: float) -> str:
-    return f"{value:.0f} s" if math.isfinite(value) else "not reached"
-
-
-def plot(curves: list[Curve], targets: list[float]) -> Path | None:
-    """Best val loss against cumulative training FLOPs, a line per study."""
-    try:
-        import plotly.graph_objects as go
-    except ImportError:
-        return None
-    colors = {"random": "#7f7f7f", "grid": "#1f77b4", "tpe": "#2ca02c", "tpe+hb": "#d62728"}
-    fig = go.Figure()
-    for c in curves:
-        pts = [p for p in c.points if math.isfinite(p.best)]
-        fig.add_trace(
-            go.Scatter(
-                x=[p.flops for p in pts],
-                y=[p.best for p in pts],
-                mode="lines+markers",
-                line={"shape": "hv", "color": colors[c.strategy]},
-                name=f"{c.strategy} seed {c.seed}",
-                legendgroup=c.strategy,
-            )
-        )
-    for target in targets:
-        fig.add_hline(y=target, line_dash="dot", annotation_text=f"target {target:.4f}")
-    fig.update_layout(
-        title="Best validation loss vs cumulative training compute",
-        xaxis_title="training FLOPs (cumulative)",
-        yaxis_title="best val_loss",
-        xaxis_type="log",
-        template="plotly_white",
-    )
-    return write_html(fig, "search_efficiency")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--quick", action="store_true", help="small spaces, 8 trials, 2 seeds")
+    p.add_argument("--space", default="lm,grid48", help="comma-separated: lm, grid48")
+    p.add_argument("--trials", type=int, default=None, help="trials per study (quick 8, full 24)")
+    p.add_argument("--seeds", type=int, default=None, help="quick 2, full 3")
+    p.add_argument("--seed-list", default="", help="run only these seeds, e.g. 1,2 (to split)")
+    p.add_argument("--only", default=DEFAULT_ONLY, help="comma-separated strategies")
     p.add_argument(
-        "--quick",
-        action="store_true",
-        help="12-point space, 8 trials, 2 seeds, 16k tokens a trial, 4 milestones",
+        "--strategy",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help='an extra strategy, e.g. \'sh={"sampler": "tpe", "pruner": '
+        '{"name": "successive-halving"}}\' (add NAME to --only)',
     )
-    p.add_argument("--trials", type=int, default=None, help="trials per study (grid: its size)")
-    p.add_argument("--seeds", type=int, default=None)
-    p.add_argument("--tokens", type=int, default=None, help="training tokens per trial")
-    p.add_argument(
-        "--milestones",
-        type=int,
-        default=None,
-        help="evaluations = pruning points (quick 4, full 6)",
-    )
-    p.add_argument("--eval-tokens", type=int, default=None, help="quick 1024, full 2048")
-    p.add_argument(
-        "--target",
-        type=float,
-        default=None,
-        help="target val_loss (default: random search's final best, median of seeds)",
-    )
-    p.add_argument("--only", default=",".join(STRATEGIES), help="comma-separated strategies")
-    p.add_argument(
-        "--report",
-        metavar="JSON",
-        default=None,
-        help="re-analyse a results JSON this script wrote (e.g. with another "
-        "--target) instead of running the studies",
-    )
+    p.add_argument("--no-cache", action="store_true", help="rerun studies found in the cache")
+    p.add_argument("--no-terminator", action="store_true", help="skip the terminator replay")
+    p.add_argument("--no-replay", action="store_true", help="skip the pruner replays")
+    p.add_argument("--tag", default="", help="suffix of the results files")
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     args = p.parse_args(argv)
     args.trials = args.trials or (8 if args.quick else 24)
     args.seeds = args.seeds or (2 if args.quick else 3)
-    args.tokens = args.tokens or (16384 if args.quick else 65536)
-    args.milestones = args.milestones or (4 if args.quick else 6)
-    args.eval_tokens = args.eval_tokens or (1024 if args.quick else 2048)
+    for item in args.strategy:
+        name, _, spec = item.partition("=")
+        STRATEGIES[name] = json.loads(spec)
     return args
 
 
@@ -385,82 +305,57 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     use_temp_stores("search")
     say = Report()
-    saved = json.loads(Path(args.report).read_text()) if args.report else None
-    if saved:  # describe the measured run, not this invocation
-        for key in ("quick", "tokens", "milestones", "eval_tokens", "trials", "seeds"):
-            setattr(args, key, saved["args"][key])
-    info = saved["machine"] if saved else machine()
-    space = space_dict(args)
+    info = machine()
+    spaces = [s.strip() for s in args.space.split(",") if s.strip()]
+    strategies = [s.strip() for s in args.only.split(",") if s.strip()]
     say(f"# search efficiency ({'quick' if args.quick else 'full'})")
     say(f"machine: {machine_line(info)}")
-    say(
-        f"space: {', '.join(space['params'])}; gpt2, seq_len 64, {args.tokens:,} training "
-        f"tokens per trial, {args.milestones} milestones x {args.eval_tokens:,} eval tokens; "
-        f"{args.trials} trials per study, seeds 0..{args.seeds - 1}"
-    )
-    curves = load_curves(saved) if saved else run_all(args)
-    for c in curves:
-        pruned = sum(p.state == "PRUNED" for p in c.points)
-        say(
-            f"  {c.strategy:7s} seed {c.seed}: {len(c.points)} trials ({pruned} pruned), best "
-            f"{c.final_best:.4f}, {si(c.total_flops, 'FLOP')}, "
-            f"{c.points[-1].wall if c.points else 0:.0f} s from first trial start to last end"
+    say(f"command: python bench/search_efficiency.py {' '.join(sys.argv[1:])}")
+    warm_up()
+    curves: list[Curve] = []
+    seeds = [int(x) for x in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
+    for space, strategy, seed in schedule(spaces, strategies, list(seeds)):
+        started = time.perf_counter()
+        curve = run_one(space, strategy, seed, args)
+        curves.append(curve)
+        print(
+            f"  {space} {strategy:9s} seed {seed}: {len(curve.points)} trials "
+            f"({curve.pruned} pruned), best {curve.final_best:.4f}, "
+            f"{si(curve.total_flops, 'FLOP')}, {time.perf_counter() - started:.0f} s",
+            flush=True,
         )
-    targets = pick_targets(curves, args.target)
-    analyses = []
-    for meaning, target in targets:
+    analyses = {}
+    for space in spaces:
+        mine = [c for c in curves if c.space == space]
         say()
-        say(f"target val_loss {target:.4f} ({meaning})")
-        summary = summarize(curves, target)
-        ratios = report(summary, target, say)
-        analyses.append(
-            {
-                "target": target,
-                "meaning": meaning,
-                "summary": summary,
-                "flops_ratio_to_random": ratios,
-            }
+        raw = space_dict(space, args)
+        train = raw["base"]["train"]
+        say(f"## space {space}")
+        say(
+            f"params: {json.dumps(raw['params'])}; gpt2, {train['tokens']:,} training tokens a "
+            f"trial, {train['milestones']} milestones x {train['eval_tokens']:,} eval tokens; "
+            f"{args.trials} trials a study, seeds 0..{args.seeds - 1}"
         )
-    html = plot(curves, [t for _, t in targets])
+        analyses[space] = report_space(mine, say)
+        if analyses[space] and not args.no_replay:
+            say()
+            analyses[space]["rank_correlation"] = rank_correlations(mine, say)
+            analyses[space]["pruner_replays"] = pruner_replays(mine, analyses[space]["target"], say)
+        if not args.no_terminator:
+            analyses[space]["terminator"] = terminator_replay(mine, say)
+    html = plot(curves)
     if html:
-        say(f"\nplot: {html.relative_to(Path.cwd()) if html.is_relative_to(Path.cwd()) else html}")
-    name = "search_efficiency" + ("-quick" if args.quick else "")
+        say(f"\nplot: bench/results/{html.name}")
+    name = "search_efficiency" + ("-quick" if args.quick else "") + args.tag
     payload = {
         "args": vars(args),
         "machine": info,
+        "strategies": {s: STRATEGIES[s] for s in strategies},
         "analyses": analyses,
-        "curves": [
-            {"strategy": c.strategy, "seed": c.seed, "points": [p.__dict__ for p in c.points]}
-            for c in curves
-        ],
+        "curves": [c.to_json() for c in curves],
     }
     path = save_results(name, payload, say.text)
     print(f"wrote {path} and {path.with_suffix('.json')}")
-
-
-def run_all(args: argparse.Namespace) -> list[Curve]:
-    warm_up()
-    curves: list[Curve] = []
-    for strategy, seed in schedule(
-        [s.strip() for s in args.only.split(",") if s.strip()], args.seeds
-    ):
-        started = time.perf_counter()
-        curve = run_strategy(strategy, seed, args)
-        curves.append(curve)
-        pruned = sum(p.state == "PRUNED" for p in curve.points)
-        print(
-            f"  {strategy:7s} seed {seed}: {len(curve.points)} trials ({pruned} pruned), "
-            f"best {curve.final_best:.4f}, {si(curve.total_flops, 'FLOP')}, "
-            f"{time.perf_counter() - started:.0f} s",
-            flush=True,
-        )
-    return curves
-
-
-def load_curves(saved: dict[str, Any]) -> list[Curve]:
-    return [
-        Curve(c["strategy"], c["seed"], [Point(**p) for p in c["points"]]) for c in saved["curves"]
-    ]
 
 
 if __name__ == "__main__":

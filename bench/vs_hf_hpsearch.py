@@ -1,20 +1,26 @@
 """tuner against `Trainer.hyperparameter_search(backend="optuna")`, the route most transformers
-users would take first.
+users would take first, both at their best.
 
 Both routes search the same space (learning rate, batch size, dropout, model size) with the
-same sampler (TPE, same seed and startup trials, parameters suggested in the same order, so
-the startup trials draw the same points), the same token budget per trial (the Trainer gets
-max_steps = tokens / (batch x seq_len) per trial from its hp_space), the same number of trials
-and evaluations, on the same tokenized data (tuner.data.load_token_data; the Trainer gets a
-`datasets.Dataset` of fixed-length chunks of it). tuner logs every trial to MLflow as it always
-does; the Trainer logs nowhere (report_to="none").
+same sampler (tuner's default TPE as an Optuna object, same seed, parameters suggested in the
+same order, so the startup trials draw the same points), the same token budget per trial (the
+Trainer gets max_steps = tokens / (batch x seq_len) per trial from its hp_space), the same
+number of trials and evaluations, on the same tokenized data (tuner.data.load_token_data; the
+Trainer gets a `datasets.Dataset` of fixed-length chunks of it). Both prune: tuner with its
+default Hyperband at its token milestones, the Trainer with Optuna's HyperbandPruner through
+its own evaluation reports (`trial.report(objective, global_step)`; --hf-pruner). tuner logs
+every trial to MLflow as it always does; the Trainer logs nowhere (report_to="none").
 
-Each route's best model is scored the same way: every Trainer trial's final model is also
-evaluated with tuner's evaluator on the same validation targets (that time is left out of the
-Trainer's wall time), so "best val_loss" compares like with like.
+Each route's best model is scored the same way: every complete Trainer trial's final model is
+also evaluated with tuner's evaluator on the same validation targets (that time is left out of
+the Trainer's wall time), so "best val_loss" compares like with like.
 
-  python bench/vs_hf_hpsearch.py --quick   # 6 trials of 16k tokens a route, twice: ~3 minutes
-  python bench/vs_hf_hpsearch.py           # 16 trials of 65k tokens a route, twice
+The figure: the wall time tuner needs until a completed trial reaches the Trainer route's
+final best loss (or better), divided by the Trainer route's whole wall time; median over
+repeats run in alternating order.
+
+  python bench/vs_hf_hpsearch.py --quick   # 6 trials of 16k tokens a route, 3 repeats
+  python bench/vs_hf_hpsearch.py           # 16 trials of 65k tokens a route, 3 repeats
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ class RouteResult:
     train_seconds: float
     eval_seconds: float
     trials: list[dict[str, Any]] = field(default_factory=list)
-    """number, params, val_loss (tuner's evaluator), objective (the route's own)."""
+    """number, params, val_loss (tuner's evaluator; inf if pruned), objective (the route's
+    own), state, seconds (from the route's start to the trial's end)."""
     create_seconds: float = 0.0
     """tuner: create_study (validation, Optuna study, MLflow experiment and parent run)."""
 
@@ -69,10 +76,27 @@ class RouteResult:
     def best(self) -> dict[str, Any]:
         return min(self.trials, key=lambda t: t["val_loss"])
 
+    def seconds_to(self, target: float) -> float:
+        """Seconds from the route's start until a completed trial reached `target`."""
+        hits = [t["seconds"] for t in self.trials if t["val_loss"] <= target + 1e-9]
+        return min(hits) if hits else float("inf")
 
-def n_startup(n_trials: int) -> int:
-    """tuner's rule for TPE's random startup trials (tuner.samplers.make_sampler)."""
-    return min(10, max(2, n_trials // 3))
+
+def search_objects(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The sampler both routes use (tuner's default TPE, built by tuner.samplers for this
+    space) and the pruner the Trainer route uses (its evaluations report global steps)."""
+    import optuna
+
+    from tuner.samplers import make_sampler
+    from tuner.space import parse_space
+
+    sampler = make_sampler(parse_space(tuner_space(args)), args.seed)
+    pruner = {
+        "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3),
+        "median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        "none": optuna.pruners.NopPruner(),
+    }[args.hf_pruner]
+    return sampler, pruner
 
 
 def base_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,7 +125,7 @@ def tuner_space(args: argparse.Namespace, n_trials: int | None = None) -> dict[s
         "name": "vs-hf",
         "base": base_config(args),
         "sampler": "tpe",
-        "pruner": "none",
+        "pruner": args.pruner,
         "n_trials": n_trials or args.trials,
         "seed": args.seed,
         "objective": {"metric": "val_loss", "direction": "minimize"},
@@ -136,7 +160,7 @@ def run_tuner(args: argparse.Namespace) -> RouteResult:
     from tuner.space import parse_space
     from tuner.study import create_study, run_study
 
-    started = time.perf_counter()
+    started, epoch = time.perf_counter(), time.time()
     handle = create_study(f"vs-hf-{time.time_ns()}", parse_space(tuner_space(args)))
     created = time.perf_counter()
     run_study(handle)
@@ -156,6 +180,7 @@ def run_tuner(args: argparse.Namespace) -> RouteResult:
                 "val_loss": loss,
                 "objective": loss,
                 "state": t.state.name,
+                "seconds": t.datetime_complete.timestamp() - epoch,
                 "tokens_per_second": float(cost.get("tokens_per_second", 0.0)),
             }
         )
@@ -203,7 +228,6 @@ def hf_hp_space(args: argparse.Namespace) -> Any:
 
 
 def run_hf(args: argparse.Namespace, workdir: Path) -> tuple[RouteResult, dict[str, float]]:
-    import optuna
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     from tuner.config import ModelConfig, RunConfig, from_dict
@@ -251,33 +275,38 @@ def run_hf(args: argparse.Namespace, workdir: Path) -> tuple[RouteResult, dict[s
         def on_train_end(
             self, a: Any, state: Any, control: Any, model: Any = None, **kw: Any
         ) -> None:
-            seconds = time.perf_counter() - self.begin - self.evals
+            now = time.perf_counter()
+            seconds = now - self.begin - self.evals
             tokens = state.global_step * a.per_device_train_batch_size * SEQ_LEN
             result.train_seconds += seconds
             result.eval_seconds += self.evals
             result.train_tokens += tokens
-            t0 = time.perf_counter()
-            scored = evaluate(
-                model,
-                data.val,
-                data.token_bytes,
-                SEQ_LEN,
-                args.eval_tokens,
-                16,
-                torch.device("cpu"),
-            )
-            extra["rescore_seconds"] += time.perf_counter() - t0
+            pruned = state.global_step < state.max_steps  # it calls on_train_end, then prunes
+            loss = float("inf")
+            if not pruned:
+                scored = evaluate(
+                    model,
+                    data.val,
+                    data.token_bytes,
+                    SEQ_LEN,
+                    args.eval_tokens,
+                    16,
+                    torch.device("cpu"),
+                )
+                loss = scored["val_loss"]
             result.trials.append(
                 {
                     "number": len(result.trials),
                     "params": dict(state.trial_params or {}),
                     "n_params": sum(p.numel() for p in model.parameters()),
-                    "val_loss": scored["val_loss"],
+                    "val_loss": loss,
                     "objective": self.eval_loss,
-                    "state": "COMPLETE",
+                    "state": "PRUNED" if pruned else "COMPLETE",
+                    "seconds": now - started - extra["rescore_seconds"],
                     "tokens_per_second": tokens / seconds,
                 }
             )
+            extra["rescore_seconds"] += time.perf_counter() - now
 
     targs = TrainingArguments(
         output_dir=str(workdir / "hf"),
@@ -311,13 +340,14 @@ def run_hf(args: argparse.Namespace, workdir: Path) -> tuple[RouteResult, dict[s
         callbacks=[Timing()],
     )
     trainer.remove_callback(PrinterCallback)
-    sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=n_startup(args.trials))
+    sampler, pruner = search_objects(args)
     trainer.hyperparameter_search(
         hp_space=hp_space,
         n_trials=args.trials,
         direction="minimize",
         backend="optuna",
         sampler=sampler,
+        pruner=pruner,
     )
     result.wall_seconds = time.perf_counter() - started - extra["rescore_seconds"]
     return result, extra
@@ -333,11 +363,13 @@ def route_figures(r: RouteResult) -> dict[str, Any]:
         "best_val_loss": best["val_loss"],
         "best_objective": best["objective"],
         "best_params": best["params"],
+        "pruned": sum(t["state"] == "PRUNED" for t in r.trials),
         "train_tokens": r.train_tokens,
         "train_tokens_per_second": ratio(r.train_tokens, r.train_seconds),
         "end_to_end_tokens_per_second": ratio(r.train_tokens, r.wall_seconds),
         "eval_seconds": r.eval_seconds,
         "create_seconds": r.create_seconds,
+        "seconds_to_own_best": r.seconds_to(best["val_loss"]),
         "trials": r.trials,
     }
 
@@ -345,35 +377,50 @@ def route_figures(r: RouteResult) -> dict[str, Any]:
 def report(
     runs: list[tuple[RouteResult, RouteResult, dict[str, float]]], say: Report
 ) -> dict[str, Any]:
-    """Medians over the repeats (run in alternating order), per-repeat ratios beside them."""
-    per_run = [{"tuner": route_figures(t), "hf": route_figures(h), "extra": e} for t, h, e in runs]
-    rows = []
-    for route in ("tuner", "hf"):
-        figs = [r[route] for r in per_run]
-        best = min(figs, key=lambda f: f["best_val_loss"])
-        rows.append(
-            [
-                route,
-                len(figs[0]["trials"]),
-                f"{median([f['wall_seconds'] for f in figs]):.1f}",
-                f"{best['best_val_loss']:.4f}",
-                f"{best['best_objective']:.4f}",
-                f"{median([f['train_tokens_per_second'] for f in figs]):,.0f}",
-                f"{median([f['end_to_end_tokens_per_second'] for f in figs]):,.0f}",
-                f"{median([f['eval_seconds'] for f in figs]):.1f}",
-                _params(best["best_params"]),
-            ]
+    """Per repeat (run in alternating order): tuner's wall time to the Trainer's final best,
+    over the Trainer's wall time; medians over repeats."""
+    per_run = []
+    for t, h, e in runs:
+        target = h.best["val_loss"]
+        per_run.append(
+            {
+                "tuner": route_figures(t),
+                "hf": route_figures(h),
+                "extra": e,
+                "target": target,
+                "tuner_seconds_to_target": t.seconds_to(target),
+                "time_to_target_ratio": t.seconds_to(target) / h.wall_seconds,
+            }
         )
+    rows = []
+    for i, r in enumerate(per_run):
+        for route in ("tuner", "hf"):
+            f = r[route]
+            rows.append(
+                [
+                    i + 1,
+                    route,
+                    f"{f['wall_seconds']:.0f}",
+                    f"{f['best_val_loss']:.4f}",
+                    f"{f['seconds_to_own_best']:.0f}",
+                    f"{len(f['trials'])} ({f['pruned']} pruned)",
+                    f"{f['train_tokens'] / 1e6:.2f} M",
+                    f"{f['train_tokens_per_second']:,.0f}",
+                    f"{f['eval_seconds']:.0f}",
+                    _params(f["best_params"]),
+                ]
+            )
     say(
         markdown_table(
             [
+                "repeat",
                 "route",
-                "trials",
                 "wall s",
                 "best val_loss (tuner's evaluator)",
-                "route's own objective",
+                "s to its best",
+                "trials",
+                "tokens trained",
                 "training tokens/s",
-                "end-to-end tokens/s",
                 "eval s",
                 "best params",
             ],
@@ -381,27 +428,29 @@ def report(
         )
     )
     say()
-
-    def paired(key: str) -> list[float]:
-        return [ratio(r["tuner"][key], r["hf"][key]) for r in per_run]
-
-    wall, train = paired("wall_seconds"), paired("train_tokens_per_second")
-    e2e = paired("end_to_end_tokens_per_second")
-    t_best = min(r["tuner"]["best_val_loss"] for r in per_run)
-    h_best = min(r["hf"]["best_val_loss"] for r in per_run)
+    ratios = [r["time_to_target_ratio"] for r in per_run]
+    wall = [ratio(r["tuner"]["wall_seconds"], r["hf"]["wall_seconds"]) for r in per_run]
+    train = [
+        ratio(r["tuner"]["train_tokens_per_second"], r["hf"]["train_tokens_per_second"])
+        for r in per_run
+    ]
+    for i, r in enumerate(per_run):
+        say(
+            f"repeat {i + 1}: Trainer's best {r['target']:.4f} after "
+            f"{r['hf']['wall_seconds']:.0f} s; tuner reached it after "
+            f"{r['tuner_seconds_to_target']:.0f} s = {r['time_to_target_ratio']:.3f} x "
+            f"(tuner's own best {r['tuner']['best_val_loss']:.4f})"
+        )
+    figure = median(ratios)
     say(
-        f"ratios tuner / Trainer (median of {len(runs)} paired repeat(s): "
-        f"{', '.join(f'{w:.2f}' for w in wall)}): wall time {median(wall):.3f}, training "
-        f"tokens/s {median(train):.3f}, end-to-end tokens/s {median(e2e):.3f}; best val_loss "
-        f"difference (tuner - Trainer) {t_best - h_best:+.4f}"
+        f"ratios tuner / Trainer, median of {len(runs)} repeats: wall time to the Trainer's "
+        f"best loss {figure:.3f} ({', '.join(f'{x:.3f}' for x in ratios)}); whole searches' wall "
+        f"time {median(wall):.3f}; training tokens/s {median(train):.3f}"
     )
-    better = t_best <= h_best + 1e-9
-    faster = median(wall) < 1.0
+    met = figure <= 0.5
     say(
-        f"goal tuner at least as good a best loss in less wall time: "
-        f"{'met' if better and faster else 'NOT met'} "
-        f"(best loss {'as good or better' if better else 'worse'}, "
-        f"wall time {'less' if faster else 'more'})"
+        f"goal tuner reaches an equal or better best loss in <= 0.5 x the Trainer's wall time: "
+        f"{figure:.3f} ({'met' if met else 'NOT met'})"
     )
     tuner, hf, extra = runs[0]
     say(
@@ -411,25 +460,18 @@ def report(
         f"datasets {extra['prep_seconds']:.1f} s, re-scoring its models with tuner's "
         f"evaluator {extra['rescore_seconds']:.1f} s (first repeat)"
     )
-    say(
-        "note: tuner can also tune seq_len (train.seq_len, with the same token budget and "
-        "milestones); the Trainer route cannot without re-chunking its dataset per trial."
-    )
     say()
-    say(
-        "trials side by side, first repeat (TPE's startup trials draw the same points in both "
-        "routes; the later ones may too):"
-    )
+    say("trials side by side, first repeat (the startup trials draw the same points):")
     side = []
     for a, b in zip(tuner.trials, hf.trials, strict=False):
         side.append(
             [
                 a["number"],
                 _params(a["params"]),
-                f"{a['val_loss']:.4f}",
+                _loss(a),
                 f"{a['tokens_per_second']:,.0f}",
                 _params(b["params"]),
-                f"{b['val_loss']:.4f}",
+                _loss(b),
                 f"{b['tokens_per_second']:,.0f}",
             ]
         )
@@ -449,11 +491,14 @@ def report(
     )
     return {
         "runs": per_run,
+        "time_to_target_ratio": figure,
         "wall_ratio": median(wall),
         "train_rate_ratio": median(train),
-        "end_to_end_rate_ratio": median(e2e),
-        "best_val_loss": {"tuner": t_best, "hf": h_best},
     }
+
+
+def _loss(trial: dict[str, Any]) -> str:
+    return "pruned" if trial["state"] == "PRUNED" else f"{trial['val_loss']:.4f}"
 
 
 def _params(params: dict[str, Any]) -> str:
@@ -477,9 +522,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="training tokens per trial; a multiple of 32 x 128 x milestones",
     )
-    p.add_argument("--milestones", type=int, default=4)
-    p.add_argument("--eval-tokens", type=int, default=None, help="quick 2048, full 4096")
+    p.add_argument("--milestones", type=int, default=None, help="evaluations (quick 4, full 8)")
+    p.add_argument("--eval-tokens", type=int, default=None, help="quick 1024, full 2048")
+    p.add_argument("--pruner", default="hyperband", help="tuner's pruner (its defaults)")
+    p.add_argument(
+        "--hf-pruner",
+        choices=["hyperband", "median", "none"],
+        default="hyperband",
+        help="the Trainer route's Optuna pruner (reports at its global steps)",
+    )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="", help="suffix of the results files")
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument(
         "--order",
@@ -490,12 +543,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--repeats",
         type=int,
-        default=2,
+        default=3,
         help="searches per route, in alternating order (AB, BA, ...)",
     )
     args = p.parse_args(argv)
     args.trials = args.trials or (6 if args.quick else 16)
-    args.eval_tokens = args.eval_tokens or (2048 if args.quick else 4096)
+    args.milestones = args.milestones or (4 if args.quick else 8)
+    args.eval_tokens = args.eval_tokens or (1024 if args.quick else 2048)
     args.tokens = args.tokens or (16384 if args.quick else 65536)
     unit = max(BATCH_SIZES) * SEQ_LEN * args.milestones
     if args.tokens % unit:
@@ -515,13 +569,19 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     say(f"# tuner vs Trainer.hyperparameter_search ({'quick' if args.quick else 'full'})")
     say(f"machine: {machine_line(info)}")
+    say(f"command: python bench/vs_hf_hpsearch.py {' '.join(sys.argv[1:])}")
+    from tuner.samplers import describe
+    from tuner.space import parse_space
+
+    search = describe(parse_space(tuner_space(args)))
     say(
         f"space: learning_rate log [{LR[0]:g}, {LR[1]:g}], batch_size {BATCH_SIZES}, dropout "
         f"[{DROPOUT[0]}, {DROPOUT[1]}] step {DROPOUT[2]}, model_size {SIZES}; gpt2, seq_len "
         f"{SEQ_LEN}, {args.tokens:,} training tokens per trial, {args.milestones} evaluations x "
-        f"{args.eval_tokens:,} tokens; TPE seed {args.seed} ({n_startup(args.trials)} startup "
-        f"trials), no pruning; {args.trials} trials per route; {args.repeats} repeat(s) in "
-        f"alternating order; {torch.get_num_threads()} torch thread(s)"
+        f"{args.eval_tokens:,} tokens; sampler (both routes) {search['sampler']}, seed "
+        f"{args.seed}; tuner's pruner {search['pruner']} (milestones), the Trainer's Optuna "
+        f"{args.hf_pruner} pruner (global steps); {args.trials} trials per route; "
+        f"{args.repeats} repeats in alternating order; {torch.get_num_threads()} torch thread(s)"
     )
     warm_up(args, workdir)
     runs = []
@@ -541,7 +601,7 @@ def main(argv: list[str] | None = None) -> None:
         runs.append((done["tuner"], done["hf"], done["extra"]))
     say()
     figures = report(runs, say)
-    name = "vs_hf_hpsearch" + ("-quick" if args.quick else "")
+    name = "vs_hf_hpsearch" + ("-quick" if args.quick else "") + args.tag
     path = save_results(name, {"args": vars(args), "machine": info, "figures": figures}, say.text)
     print(f"\nwrote {path} and {path.with_suffix('.json')}")
 

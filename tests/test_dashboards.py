@@ -265,7 +265,8 @@ def test_multi_objective_study_ranks_and_draws_on_the_first_objective():
         t.values[0] for t in data.complete
     )[: dashboards.TOP_N]
     assert data.importance  # of the first objective
-    assert len(figures.figures(data)) == len(figures.FIGURES)
+    drawn = figures.figures(data)  # every figure but the timeline (trials never overlapped)
+    assert set(drawn) == {key for key, _, _ in figures.FIGURES} - {"timeline"}
 
 
 def test_empty_study_gives_a_clear_message():
@@ -282,6 +283,9 @@ def test_page_holds_every_figure_and_plotly_inline(isolated_stores):
     assert path == Path("dashboards/synthetic.html")
     page = path.read_text()
     for key, title, _ in figures.FIGURES:
+        if key == "timeline":  # one worker: trials never overlapped, no timeline
+            assert 'id="fig-timeline"' not in page
+            continue
         assert f'id="fig-{key}"' in page and title in page
     assert "<script src=" not in page and "Plotly.newPlot" in page  # works offline
     assert "trial " in page and "learning_rate=" in page  # hover text
@@ -298,7 +302,8 @@ def test_cli_dashboard_on_a_real_micro_study(isolated_stores):
     result = cli("dashboard", "micro", "-o", "out/page.html")
     assert result.exit_code == 0, result.output
     page = Path("out/page.html").read_text()
-    assert page.count('class="plotly-graph-div"') == len(figures.FIGURES)
+    # two trials of one worker: no timeline, no contour (too few trials for importance)
+    assert page.count('class="plotly-graph-div"') == len(figures.FIGURES) - 2
     from tuner.study import load_study
 
     handle = load_study("micro")
@@ -367,7 +372,7 @@ def render_in_chromium(page_path: Path, screenshot: Path, profile: Path) -> dict
             page = context.new_page()
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(page_path.resolve().as_uri())
+            page.goto(page_path.resolve().as_uri(), timeout=120_000)  # a loaded machine
             page.wait_for_function(
                 "document.querySelectorAll('.plotly-graph-div').length > 0 && "
                 "[...document.querySelectorAll('.plotly-graph-div')]"
@@ -398,7 +403,7 @@ def test_every_plot_renders_in_headless_chromium(isolated_stores):
     shot = isolated_stores / "dashboard.png"
     seen = render_in_chromium(path, shot, isolated_stores / "chromium-profile")
     assert seen["errors"] == []
-    assert set(seen["counts"]) == {f"fig-{key}" for key, _, _ in figures.FIGURES}
+    assert set(seen["counts"]) == {f"fig-{k}" for k, _, _ in figures.FIGURES if k != "timeline"}
     assert all(n >= 1 for n in seen["counts"].values()), seen["counts"]
     data = gather(handle)
     drawn = sum(t.metric(data.metric) is not None for t in data.trials)

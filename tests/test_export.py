@@ -247,9 +247,9 @@ def test_final_run_is_registered_with_its_test_metrics(micro):
             artifact_uri=client.get_model_version_download_uri("micro-gpt2", version.version)
         )
     )
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
-        p.name for p in folder.iterdir()
-    }
+    files = {str(p.relative_to(folder)) for p in folder.rglob("*")}  # an MLflow model
+    assert {"MLmodel", "model/config.json", "model/model.safetensors"} <= files
+    assert "components/tokenizer/tokenizer.json" in files
 
 
 def test_generate_samples_reproducibly(micro):

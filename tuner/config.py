@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from tuner.errors import ConfigError
+from tuner.evalconfig import EvalConfig
 from tuner.schema import assign, coerce, flatten, from_dict, load_yaml, to_dict
 from tuner.schema import check as _check
 from tuner.schema import field_type as _field_type
@@ -244,6 +245,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 
+from tuner import metrics
 from tuner.errors import ConfigError
 from tuner.metrics import COST_AXES
 from tuner.records import FINISHED, TrialRecord
@@ -48,28 +49,14 @@ class NoCompleteTrials(ConfigError):
 
 
 @dataclass(frozen=True)
-class TrialPoint:
-    """What the dashboards know about one finished trial."""
+class TrialPoint(TrialRecord):
+    """A finished trial's record with what the dashboards draw it by."""
 
-    number: int
-    state: str
-    """Optuna state: COMPLETE, PRUNED or FAIL."""
-    outcome: str
-    """complete | pruned | diverged | failed: pruned and diverged trials are both PRUNED."""
-    params: dict[str, Any]
-    values: tuple[float, ...]
-    """Objective values (complete trials only)."""
-    metrics: dict[str, float]
-    cost: dict[str, Any]
-    curve: tuple[tuple[float, float], ...]
-    """(tokens seen, validation loss) at each milestone reached."""
-    reason: str
-    run_id: str | None
-    group: str
+    group: str = ""
     """Model size (with the architecture when that varies too): the colour of a point."""
-    learning_rate: float | None
-    batch_size: int | None
-    numbers: dict[str, float]
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    numbers: dict[str, float] = field(default_factory=dict)
     """Every finite metric and cost figure, for fast look-ups."""
 
     @property
@@ -111,6 +98,8 @@ class DashboardData:
     waiting: int
     cost_keys: list[str]
     """Cost axes some complete trial has a positive value for."""
+    task_metrics: list[str]
+    """Downstream task scores (`task.NAME.METRIC`) some complete trial recorded."""
     fronts: dict[str, list[int]]
     """x key (n_params or a cost key) -> trial numbers on the Pareto front, by increasing x."""
     history: History
@@ -122,6 +111,10 @@ class DashboardData:
     tracking_uri: str = ""
     experiment_id: str = ""
     parent_run_id: str = ""
+    optuna_trials: list[optuna.trial.FrozenTrial] = field(default_factory=list)
+    """Finished and running trials as Optuna keeps them, for Optuna's own plots."""
+    max_running: int = 0
+    """The most trials that ran at one moment: above 1, several workers shared the study."""
     generated: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
     @property
@@ -160,6 +153,7 @@ def gather(handle: StudyHandle, metric: str | None = None) -> DashboardData:
     complete = [t for t in trials if t.state == "COMPLETE"]
     metric = metric or _default_metric(finished)
     cost_keys = [k for k in COST_AXES if any(t.metric(k) and t.metric(k) > 0 for t in complete)]
+    task_metrics = sorted({k for t in complete for k in t.metrics if _is_task_score(k)})
     fronts = {
         key: pareto_front([(t.number, t.metric(key), t.metric(metric)) for t in complete])
         for key in ["n_params", *cost_keys]
@@ -183,6 +177,7 @@ def gather(handle: StudyHandle, metric: str | None = None) -> DashboardData:
         running=sum(t.state == states.RUNNING for t in all_trials),
         waiting=sum(t.state == states.WAITING for t in all_trials),
         cost_keys=cost_keys,
+        task_metrics=task_metrics,
         fronts=fronts,
         history=history(trials, objectives[0][1], cost_keys),
         importance=importance,
@@ -192,28 +187,51 @@ def gather(handle: StudyHandle, metric: str | None = None) -> DashboardData:
         tracking_uri=handle.tracking_uri,
         experiment_id=handle.experiment_id,
         parent_run_id=handle.parent_run_id,
+        optuna_trials=[t for t in all_trials if t.state != states.WAITING],
+        max_running=max_overlap(_intervals(all_trials)),
     )
+
+
+def _intervals(trials: Iterable[optuna.trial.FrozenTrial]) -> list[tuple[float, float]]:
+    """(start, end) of every trial that started; a running trial runs until now."""
+    now = datetime.now()  # Optuna keeps naive local times
+    return [
+        (t.datetime_start.timestamp(), (t.datetime_complete or now).timestamp())
+        for t in trials
+        if t.datetime_start is not None
+    ]
+
+
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most intervals open at one moment (an interval ending as another starts is not
+    open with it)."""
+    events = sorted([(end, -1) for _, end in intervals] + [(start, 1) for start, _ in intervals])
+    running = most = 0
+    for _, step in events:  # at equal times, ends (-1) sort before starts
+        running += step
+        most = max(most, running)
+    return most
 
 
 def _point(t: TrialRecord, group: str) -> TrialPoint:
     lr = t.config.get("optim", {}).get("lr", t.params.get("learning_rate", t.params.get("lr")))
     batch = t.config.get("train", {}).get("batch_size", t.params.get("batch_size"))
     return TrialPoint(
-        number=t.number,
-        state=t.state,
-        outcome=t.outcome,
-        params=t.params,
-        values=t.values,
-        metrics=t.metrics,
-        cost=t.cost,
-        curve=t.curve,
-        reason=t.reason,
-        run_id=t.run_id,
+        **{f.name: getattr(t, f.name) for f in fields(TrialRecord)},
         group=group,
         learning_rate=float(lr) if finite(lr) else None,
         batch_size=int(batch) if finite(batch) else None,
         numbers={k: float(v) for k, v in (t.cost | t.metrics).items() if finite(v)},
     )
+
+
+def _is_task_score(name: str) -> bool:
+    if not name.startswith(metrics.TASK_PREFIX):
+        return False
+    try:
+        return metrics.get(name).objective
+    except ConfigError:
+        return False
 
 
 def _group_labels(trials: Sequence[TrialRecord]) -> dict[int, str]:

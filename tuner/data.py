@@ -69,15 +69,23 @@ def load_documents(cfg: DataConfig) -> list[str]:
 
 
 def _shakespeare_scenes() -> list[str]:
-    """One document per scene (about 750), so the split is fine-grained but never cuts text."""
-    docs = []
+    """One document per scene (about 800), so the split is fine-grained but never cuts text."""
+    return [scene for _, scenes in shakespeare_plays() for scene in scenes]
+
+
+def shakespeare_plays() -> list[tuple[Path, list[str]]]:
+    """(play file, its scene documents) in corpus order; the folder is the play's genre."""
+    plays = []
     for path in sorted(shakespeare_dir().rglob("*.md")):
         text = path.read_text(encoding="utf-8")
         title = text.split("\n", 1)[0].lstrip("# ").strip()
-        for scene in re.split(r"\n(?=### )", text):
-            if scene.strip():
-                docs.append(f"{title}\n{scene}" if not scene.startswith("# ") else scene)
-    return docs
+        scenes = [
+            f"{title}\n{scene}" if not scene.startswith("# ") else scene
+            for scene in re.split(r"\n(?=### )", text)
+            if scene.strip()
+        ]
+        plays.append((path, scenes))
+    return plays
 
 
 def _hub_documents(cfg: DataConfig) -> list[str]:
@@ -153,26 +161,31 @@ def clean(text: str, cfg: PreprocessConfig) -> str:
     return text.strip()
 
 
+def is_kept(doc: str, cfg: PreprocessConfig) -> bool:
+    """Whether a clean document stays in the corpus (empty and too-short ones are dropped)."""
+    return bool(doc) and len(doc) >= cfg.min_doc_chars
+
+
 def split_documents(docs: list[str], cfg: DataConfig) -> dict[str, list[str]]:
     """Deterministic document-level split: each document's hash picks its split."""
     out: dict[str, list[str]] = {name: [] for name in SPLITS}
     for index, doc in enumerate(docs):
-        digest = hashlib.sha256(f"{cfg.split_seed}:{index}:{doc[:64]}".encode()).digest()
-        u = int.from_bytes(digest[:8], "big") / 2**64
-        name = (
-            "test"
-            if u < cfg.test_fraction
-            else "val"
-            if u < cfg.test_fraction + cfg.val_fraction
-            else "train"
-        )
-        out[name].append(doc)
+        out[split_of(index, doc, cfg)].append(doc)
     return out
+
+
+def split_of(index: int, doc: str, cfg: DataConfig) -> str:
+    """The split of the `index`-th clean document: a hash of the seed, index and its start."""
+    digest = hashlib.sha256(f"{cfg.split_seed}:{index}:{doc[:64]}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < cfg.test_fraction:
+        return "test"
+    return "val" if u < cfg.test_fraction + cfg.val_fraction else "train"
 
 
 def prepare_documents(cfg: DataConfig) -> dict[str, list[str]]:
     docs = [clean(d, cfg.preprocess) for d in load_documents(cfg)]
-    docs = [d for d in docs if d and len(d) >= cfg.preprocess.min_doc_chars]
+    docs = [d for d in docs if is_kept(d, cfg.preprocess)]
     if cfg.max_chars:
         kept, total = [], 0
         for doc in docs:

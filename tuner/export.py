@@ -18,7 +18,7 @@ import optuna
 import yaml
 
 from tuner import metrics, version
-from tuner.config import RunConfig
+from tuner.config import SIZE_PRESETS, RunConfig
 from tuner.errors import ConfigError
 from tuner.files import atomic_write, make_parent
 from tuner.records import TrialRecord
@@ -169,16 +169,51 @@ def provenance(
     }
 
 
+ZERO_MEANS = {
+    ("data", "max_chars"): "the whole corpus",
+    ("model", "n_layer"): "from the size preset",
+    ("model", "d_model"): "from the size preset",
+    ("model", "n_head"): "from the size preset",
+    ("model", "d_ff"): "from the size preset",
+    ("optim", "grad_clip"): "no clipping",
+    ("train", "micro_batch_size"): "no cap: the whole batch in one pass",
+    ("train", "flops"): "no FLOP budget: train.tokens is the budget",
+    ("train", "threads"): "torch's default",
+    ("cost", "peak_flops"): "measured once per machine",
+}
+"""What a zero means for the RunConfig fields where it stands for "not set"."""
+
+
 def render(config: RunConfig, prov: dict[str, Any]) -> str:
-    """The YAML text: a comment, the config, then the provenance block."""
+    """The YAML text: a comment, the config (each "not set" zero explained), then the
+    provenance block."""
     head = (
         f"# tuner export: trial {prov['trial']} of study {prov['study']} "
         f"({prov['metric']} {prov['value']:.6g}).\n"
         "# Train the final model: tuner train THIS_FILE [--tokens N]\n"
     )
-    body = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    body = explain_zeros(yaml.safe_dump(config.to_dict(), sort_keys=False), config)
     tail = yaml.safe_dump({"provenance": prov}, sort_keys=False)
     return head + body + tail
+
+
+def explain_zeros(body: str, config: RunConfig) -> str:
+    """A comment after every `key: 0` of ZERO_MEANS (`n_layer: 0  # 0 = from the size preset
+    (micro: 2)`); comments change nothing when the file is read back."""
+    preset = SIZE_PRESETS.get(config.model.size)
+    section = ""
+    lines = []
+    for line in body.splitlines():
+        if line and not line.startswith(" "):
+            section = line.split(":", 1)[0]
+        key, _, value = line.strip().partition(": ")
+        meaning = ZERO_MEANS.get((section, key)) if line.startswith("  ") else None
+        if meaning and not line.startswith("   ") and value in ("0", "0.0"):
+            if section == "model" and preset is not None:
+                meaning += f" ({config.model.size}: {getattr(preset, key)})"
+            line += f"  # 0 = {meaning}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def check_output(path: Path) -> Path:

@@ -14,17 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 from tuner import metrics
 from tuner.dashboards import DashboardData, TrialPoint
-from tuner.figures_space import fig_importance, fig_lr_batch, fig_parallel, fig_top
+from tuner.figures_optuna import optuna_figures
+from tuner.figures_space import fig_importance, fig_lr_batch, fig_parallel, fig_tasks, fig_top
 from tuner.plotstyle import (
     FRONT_COLOR,
     OUTCOME_STYLE,
     PALETTE,
     base_layout,
+    menu,
     message,
     scatter_type,
     trial_hover,
 )
-from tuner.units import si
+from tuner.units import plural, si
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -48,6 +50,12 @@ FIGURES = (  # id, title, caption
         "against the cost of all finished trials up to it (pruned and failed trials cost too).",
     ),
     (
+        "timeline",
+        "Timeline",
+        "When each trial ran, one bar per trial coloured by its state (optuna.visualization): "
+        "drawn when several workers shared the study, so idle or lost workers show as gaps.",
+    ),
+    (
         "curves",
         "Learning curves",
         "Validation loss against tokens seen. Pruned (grey) and diverged (red) trials are dimmed, "
@@ -57,6 +65,19 @@ FIGURES = (  # id, title, caption
         "importance",
         "Hyperparameter importance",
         "How much each hyperparameter explains the objective (PED-ANOVA, optuna.importance).",
+    ),
+    (
+        "slice",
+        "Slices",
+        "The objective against each of the (up to four) most important hyperparameters; colour "
+        "is the trial number, so later trials show where the sampler went "
+        "(optuna.visualization).",
+    ),
+    (
+        "contour",
+        "Contour of the two most important hyperparameters",
+        "The objective interpolated over the two hyperparameters that explain it most; dots are "
+        "complete trials (optuna.visualization).",
     ),
     (
         "parallel",
@@ -69,12 +90,19 @@ FIGURES = (  # id, title, caption
         "Learning rate against batch size",
         "Colour is the objective; batch sizes are spread a little sideways so points do not hide.",
     ),
+    (
+        "tasks",
+        "Downstream tasks against perplexity",
+        "Each task score (eval.tasks) of every complete trial against its perplexity: the lower "
+        "perplexity is not always the better model for the task. Pick the score with the menu.",
+    ),
     ("top", "Top trials", "Best complete trials on the first objective, with their MLflow runs."),
 )
 
 
 def figures(data: DashboardData) -> dict[str, go.Figure]:
-    """One figure per section of the page, keyed by the ids in FIGURES.
+    """One figure per section of the page, keyed by the ids in FIGURES; Optuna's timeline,
+    slice and contour plots only where they help (tuner.figures_optuna).
 
     Points carry their trial number in `customdata`; the page fills in each trial's hover
     text from one shared table, so a 10,000-trial page holds that text once, not five times.
@@ -87,9 +115,12 @@ def figures(data: DashboardData) -> dict[str, go.Figure]:
         "importance": fig_importance,
         "parallel": fig_parallel,
         "lr_batch": fig_lr_batch,
+        "tasks": fig_tasks,
         "top": fig_top,
     }
-    return {key: draw[key](data) for key, _, _ in FIGURES}
+    figs = {key: draw[key](data) for key, _, _ in FIGURES if key in draw}
+    figs.update(optuna_figures(data))
+    return figs
 
 
 def _trial_groups(data: DashboardData) -> list[tuple[str, list[TrialPoint]]]:
@@ -186,7 +217,7 @@ def fig_cost(data: DashboardData) -> go.Figure:
         fig,
         xaxis={"type": "log", "title": metrics.label(first)},
         yaxis=_y_axis(data),
-        updatemenus=[_menu(buttons)],
+        updatemenus=[menu(buttons)],
     )
 
 
@@ -195,18 +226,6 @@ def _y_axis(data: DashboardData) -> dict[str, Any]:
     return {
         "title": metrics.label(data.metric),
         "type": "log" if data.metric == "val_perplexity" else "linear",
-    }
-
-
-def _menu(buttons: list[dict]) -> dict:
-    return {
-        "buttons": buttons,
-        "direction": "down",
-        "x": 0.0,
-        "xanchor": "left",
-        "y": 1.14,
-        "yanchor": "top",
-        "showactive": True,
     }
 
 
@@ -245,7 +264,7 @@ def fig_history(data: DashboardData) -> go.Figure:
             }
             for k in data.cost_keys
         ]
-        fig.update_layout(updatemenus=[_menu(buttons) | {"x": 1.0, "xanchor": "right"}])
+        fig.update_layout(updatemenus=[menu(buttons) | {"x": 1.0, "xanchor": "right"}])
     fig.update_xaxes(title_text="trial number", row=1, col=1)
     cost_label = metrics.label(cost_key) if cost_key else "cost"
     fig.update_xaxes(title_text=f"cumulative {cost_label}", row=1, col=2)
@@ -310,7 +329,7 @@ def fig_curves(data: DashboardData) -> go.Figure:
                 line={"color": FRONT_COLOR, "width": 3},
             )
         )
-    shown = f"{len(chosen)} of {sum(bool(t.curve) for t in data.trials)} curves"
+    shown = f"{len(chosen)} of {plural(sum(bool(t.curve) for t in data.trials), 'curve')}"
     return base_layout(
         fig,
         xaxis={"title": "tokens seen"},

@@ -1,5 +1,5 @@
 """Dashboard figures of the search space: importance, parallel coordinates, learning rate
-against batch size, and the table of top trials."""
+against batch size, downstream tasks against perplexity, and the table of top trials."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner import metrics
 from tuner.dashboards import DashboardData, TrialPoint
-from tuner.plotstyle import base_layout, fmt, message, scatter_type, trial_hover
+from tuner.plotstyle import base_layout, fmt, menu, message, scatter_type, trial_hover
 from tuner.units import finite, si
 
 if TYPE_CHECKING:
@@ -37,6 +37,39 @@ def fig_importance(data: DashboardData) -> go.Figure:
         fig,
         xaxis={"title": f"importance for {data.objectives[0][0]}", "range": [0, 1]},
         height=max(260, 60 + 40 * len(items)),
+    )
+
+
+def fig_tasks(data: DashboardData) -> go.Figure:
+    """Each downstream task score against perplexity: do the two agree? The menu picks it."""
+    import plotly.graph_objects as go
+
+    if not data.task_metrics:
+        return message("no downstream tasks in this study (add them under eval.tasks)")
+    traces, buttons = [], []
+    for i, name in enumerate(data.task_metrics):
+        pts = [t for t in data.complete if t.metric(name) is not None and t.metric(data.metric)]
+        traces.append(
+            scatter_type(len(pts))(
+                x=[t.metric(data.metric) for t in pts],
+                y=[t.metric(name) for t in pts],
+                mode="markers",
+                name=metrics.label(name),
+                visible=i == 0,
+                marker={"size": 8, "color": "#1f77b4", "opacity": 0.75},
+                **trial_hover([t.number for t in pts]),
+            )
+        )
+    for i, name in enumerate(data.task_metrics):
+        visible = [j == i for j in range(len(traces))]
+        title = {"yaxis.title.text": metrics.label(name)}
+        buttons.append({"label": name, "method": "update", "args": [{"visible": visible}, title]})
+    return base_layout(
+        go.Figure(traces),
+        xaxis={"type": "log", "title": metrics.label(data.metric)},
+        yaxis={"title": metrics.label(data.task_metrics[0])},
+        updatemenus=[menu(buttons)] if len(buttons) > 1 else [],
+        showlegend=False,
     )
 
 

@@ -40,8 +40,9 @@ from tuner.files import DestinationTaken, staged_dir
 from tuner.finetune import check_vocab
 from tuner.metrics import LOGGED_COST
 from tuner.saved import SavedModel, load_saved, save_model_dir
+from tuner.startup import describe_run
 from tuner.tracking import FinalRun, check_tracking_uri
-from tuner.train import train_run
+from tuner.train import Milestone, train_run
 from tuner.units import parse_amount
 
 TEST_TOKENS_MAX = 1 << 20
@@ -185,8 +186,13 @@ def train_final(
     experiment: str | None = None,
     registered_name: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    on_milestone: Callable[[Milestone], None] | None = None,
 ) -> FinalResult:
     """Train, test, save and register the final model of `config_path`.
+
+    `on_note` hears one line on what is trained once the config has passed every check;
+    `on_milestone` hears every evaluation and `on_progress` (tokens, total) every step.
 
     Everything the user gave is checked before training starts and before anything is written
     to MLflow; the model folder appears complete or not at all (it is written beside its
@@ -213,11 +219,18 @@ def train_final(
         check_vocab(saved, data)
     else:
         data = load_token_data(config.data, config.tokenizer)
+    if config.eval.tasks:  # datasets, columns and classes, before training
+        from tuner.tasks import validate_tasks
+
+        validate_tasks(config, ("test",))
+    about = describe_run(config, data.vocab_size, saved.model if saved is not None else None)
+    if on_note:
+        on_note(about)
     tags = _run_tags(prov, saved, out_dir)
-    run = FinalRun(uri, experiment, study, config, tags)
+    run = FinalRun(uri, experiment, study, config, tags, data)
     try:
         result = _train_and_save(
-            config, data, saved, run, out_dir, prov, registered_name, on_progress
+            config, data, saved, run, out_dir, prov, registered_name, on_progress, on_milestone
         )
     except BaseException as err:
         run.end("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
@@ -246,6 +259,7 @@ def _train_and_save(
     prov: dict[str, Any],
     registered_name: str,
     on_progress: Callable[[int, int], None] | None,
+    on_milestone: Callable[[Milestone], None] | None = None,
 ) -> FinalResult:
     init_val: dict[str, float] = {}
     init_model = None
@@ -259,8 +273,13 @@ def _train_and_save(
         if on_progress:
             on_progress(tokens, total)
 
+    def milestone(m: Milestone) -> None:
+        run.log_milestone(m)
+        if on_milestone:
+            on_milestone(m)
+
     result = train_run(
-        config, data, on_milestone=run.log_milestone, on_progress=progress, init_model=init_model
+        config, data, on_milestone=milestone, on_progress=progress, init_model=init_model
     )
     run.start()
     if result.status != "complete":
@@ -269,6 +288,12 @@ def _train_and_save(
             "try a lower optim.lr or a larger train.tokens"
         )
     test = score(result.model, data.test, data, config, TEST_TOKENS_MAX, "test_")
+    if config.eval.tasks:  # downstream tasks on the test split: metrics task.NAME.METRIC
+        from tuner.tasks import run_tasks
+
+        tasks = run_tasks(config, result.model, data, split="test")
+        test |= tasks.flat()
+        result.cost["task_seconds"] = tasks.total_seconds
     figures = {k: result.cost[k] for k in LOGGED_COST if k in result.cost}
     run.log_metrics(test | figures, step=int(result.cost["tokens_seen"]))
     metrics = {"val": result.metrics, "test": test, "init_val": init_val, "cost": result.cost}
@@ -304,11 +329,17 @@ def _train_and_save(
 
 
 def _register(run: FinalRun, out_dir: Path, name: str, arch: str, tags: dict[str, str]) -> str:
-    """Log and register the saved folder; a failure keeps the folder and says so in one line."""
+    """Register the saved folder as an MLflow model (transformers or pytorch flavour); a
+    failure keeps the folder and says so in one line."""
     from mlflow.exceptions import MlflowException
 
+    from tuner.registry import write_mlflow_model
+
+    def write(folder: Path, model_id: str) -> None:
+        write_mlflow_model(out_dir, folder, run.run_id, model_id, name)
+
     try:
-        return run.log_model(out_dir, name, arch, tags)
+        return run.log_model(write, name, arch, tags)
     except MlflowException as err:
         raise ConfigError(
             f"the model is saved in {out_dir}, but logging it to MLflow failed: "

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import ConfigError
 from tuner.optuna_compat import HeartbeatJournalStorage, trial_id
+from tuner.quiet import experimental_ok
 from tuner.records import StudyRecord
 
 HEARTBEAT_ATTR = "tuner:heartbeat"
@@ -112,7 +113,8 @@ class StaleTrialCallback:
 
     def __init__(self, max_retry: int = MAX_RETRY):
         self.tracking_uri: str | None = None
-        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        with experimental_ok():
+            self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         try:
@@ -173,7 +175,8 @@ class StaleTrialReaper:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                optuna.storages.fail_stale_trials(self.study)
+                with experimental_ok():
+                    optuna.storages.fail_stale_trials(self.study)
             except Exception as err:  # noqa: BLE001 - a storage hiccup; try again next beat
                 print(
                     f"warning: looking for lost trials failed ({type(err).__name__}: {err})",

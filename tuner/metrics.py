@@ -48,6 +48,7 @@ _COST = (
     Metric("tokens_seen", "training tokens", "tokens", source="cost", objective=False, si=True),
     Metric("train_seconds", "training time (s)", "train s", source="cost", objective=False),
     Metric("eval_seconds", "evaluation time (s)", "eval s", source="cost", objective=False),
+    Metric("task_seconds", "downstream task time (s)", "task s", source="cost", objective=False),
     Metric("mfu", "model FLOPs utilisation", "MFU", "maximize", "cost", objective=False),
     Metric("peak_memory_bytes", "peak memory (bytes)", "memory", source="cost", objective=False),
 )
@@ -66,7 +67,13 @@ BEST_METRICS = ("val_loss", "val_perplexity", "val_bpb", "val_accuracy")
 """Copied onto the study's parent run as `best_*` while it runs."""
 
 TASK_PREFIX = "task."
-TASK_MAXIMIZED = ("accuracy", "f1", "macro_f1", "bleu", "chrf", "exact_match")
+TASK_METRICS = {
+    "classification": ("accuracy", "f1", "majority_accuracy", "majority_f1"),
+    "generation": ("bleu", "chrf", "exact_match", "token_accuracy"),
+}
+"""What each family of downstream task measures (tuner.tasks); all better when larger, bleu and
+chrf on sacrebleu's 0-100 scale. f1 is macro-F1. A task also logs its `seconds`."""
+_TASK_SCORES = {m for family in TASK_METRICS.values() for m in family}
 
 
 def get(name: str) -> Metric:
@@ -74,9 +81,11 @@ def get(name: str) -> Metric:
     if name in REGISTRY:
         return REGISTRY[name]
     if name.startswith(TASK_PREFIX) and name.count(".") == 2:
-        kind = name.rsplit(".", 1)[1]
-        direction = "maximize" if kind in TASK_MAXIMIZED else "minimize"
-        return Metric(name, name, name.removeprefix(TASK_PREFIX), direction)
+        task, score = name.removeprefix(TASK_PREFIX).split(".")
+        if score in _TASK_SCORES:
+            return Metric(name, f"{task} {score.replace('_', ' ')}", f"{task} {score}", "maximize")
+        if score in ("seconds", "examples"):
+            return Metric(name, f"{task} {score}", f"{task} {score}", objective=False)
     raise ConfigError(
         f"unknown metric {name!r} (one of {', '.join(OBJECTIVE_METRICS)}, or task.NAME.METRIC)"
     )

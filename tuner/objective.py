@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import traceback as tb
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from torch import nn
 
 from tuner import metrics, records
 from tuner.config import RunConfig
-from tuner.data import load_token_data
+from tuner.data import TokenData, load_token_data
 from tuner.errors import StoreError
 from tuner.failures import as_store_error, store_failure
 from tuner.memory import WontFit
@@ -43,6 +45,21 @@ def suggest(trial: optuna.Trial, p: ParamSpec) -> Any:
     if p.kind == "int":
         return trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
     return trial.suggest_float(p.name, float(p.low), float(p.high), step=p.step, log=p.log)
+
+
+def task_hook(config: RunConfig, data: TokenData) -> Callable[[nn.Module, bool], dict] | None:
+    """The downstream tasks of `config.eval`, run at the last milestone (or every one) on the
+    validation split; None when there are none."""
+    if not config.eval.tasks:
+        return None
+    from tuner.tasks import run_tasks
+
+    def run(model: nn.Module, last: bool) -> dict[str, float]:
+        if not (last or config.eval.every_milestone):
+            return {}
+        return run_tasks(config, model, data, split="val").flat()
+
+    return run
 
 
 def metric_value(result: TrainResult, metric: str) -> float:
@@ -102,6 +119,7 @@ class TrialObjective:
             self.space.sampler,
             config,
             trial.params,
+            data=self.data,
         )
         records.write_run_id(trial, run.run_id)
         if origin != trial.number:
@@ -112,7 +130,7 @@ class TrialObjective:
 
         def on_milestone(m: Milestone) -> bool:
             run.log_milestone(m)
-            if prunable:
+            if prunable and primary in m.metrics:  # a task metric may be last-milestone only
                 trial.report(m.metrics[primary], step=m.index)
                 return trial.should_prune()
             return False
@@ -120,7 +138,11 @@ class TrialObjective:
         try:
             self.reporter.trial_started(trial.number, trial.params, config.train.tokens)
             result = train_run(
-                config, self.data, on_milestone=on_milestone, on_progress=self.reporter.progress
+                config,
+                self.data,
+                on_milestone=on_milestone,
+                on_progress=self.reporter.progress,
+                extra_eval=task_hook(config, self.data),
             )
             records.write_result(trial, result)
             if result.status in ("diverged", "pruned"):

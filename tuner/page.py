@@ -56,13 +56,16 @@ def publish(handle: StudyHandle, path: str | Path | None = None) -> Path | None:
 
 
 def render_html(data: DashboardData, figs: dict[str, go.Figure] | None = None) -> str:
-    """The whole page: plotly.js inline once, the hover table once, one section per figure."""
+    """The whole page: plotly.js inline once, the hover table once, one section per figure
+    drawn (in the order of FIGURES)."""
     from plotly.offline import get_plotlyjs
 
     figs = figs if figs is not None else figures(data)
     hover = {t.number: hover_text(t) for t in data.trials}
     sections = []
     for key, title, caption in FIGURES:
+        if key not in figs:  # a section that would not help this study
+            continue
         height = figs[key].layout.height or 460
         sections.append(
             f'<section id="{key}"><h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p>'

@@ -111,3 +111,16 @@ def fmt(value: Any) -> str:
 
 def short_reason(reason: str) -> str:
     return html.escape(reason if len(reason) <= 80 else reason[:77] + "...")
+
+
+def menu(buttons: list[dict]) -> dict:
+    """A drop-down menu at the top left of a figure."""
+    return {
+        "buttons": buttons,
+        "direction": "down",
+        "x": 0.0,
+        "xanchor": "left",
+        "y": 1.14,
+        "yanchor": "top",
+        "showactive": True,
+    }

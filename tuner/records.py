@@ -36,6 +36,14 @@ trial's (a retry copies the lost trial's user attributes), so the retry reruns i
 RETRIES = "retry_history"
 """System attribute Optuna's retry callback writes on a retry: the numbers it stands for."""
 
+PRUNED_AT = "pruned at milestone "
+"""How the reason of a trial the pruner stopped begins (tuner.train writes it)."""
+OBSERVED = "warm_observation"
+"""A trial a warm start copied from another study ("STUDY#N"): data for the sampler and the
+pruner, not one of this study's trials (tuner.warmstart)."""
+SEEDED = "warm_seeded_from"
+"""A trial a warm start queued with another study's configuration ("STUDY#N"); it counts."""
+
 INTERRUPTED = "interrupted"
 """The reason of a trial stopped by Ctrl-C or SIGTERM: it does not count toward the target."""
 STORE_FAILED = "store failed"
@@ -153,6 +161,14 @@ class TrialRecord:
             ) from None
 
 
+def short_state(state: str, reason: str) -> tuple[str, str]:
+    """(a state that fits a table cell, the reason it does not tell): a trial pruned at
+    milestone 1 is `PRUNED@1` and needs no more; any other reason is returned to be told."""
+    if state == "PRUNED" and reason.startswith(PRUNED_AT) and reason[len(PRUNED_AT) :].isdigit():
+        return f"PRUNED@{reason[len(PRUNED_AT) :]}", ""
+    return state, "" if state == "COMPLETE" else reason
+
+
 # ---------------------------------------------------------------- the study
 
 
@@ -194,12 +210,16 @@ def superseded(trials: Iterable[FrozenTrial]) -> set[int]:
 
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Finished trials that count toward the target: a lost trial counts through its retry,
-    and a trial stopped by Ctrl-C or SIGTERM not at all (resume runs another in its place)."""
+    and a trial stopped by Ctrl-C or SIGTERM not at all (resume runs another in its place),
+    nor a warm start's prior observation."""
     lost = superseded(trials)
     return [
         t
         for t in trials
-        if t.state in FINISHED and t.number not in lost and not stopped(t.user_attrs.get(REASON))
+        if t.state in FINISHED
+        and t.number not in lost
+        and not stopped(t.user_attrs.get(REASON))
+        and not t.user_attrs.get(OBSERVED)
     ]
 
 

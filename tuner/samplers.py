@@ -1,7 +1,14 @@
-"""The sampler and pruner registries: a space's `sampler`/`pruner` name -> an Optuna object.
+"""The sampler and pruner registries: a space's `sampler`/`pruner` -> an Optuna object.
+
+A space names either bare (`sampler: tpe`), which means tuner's defaults below, or as a
+mapping with options (`sampler: {name: tpe, n_startup_trials: 8}`); every option not given
+keeps its default. The defaults of `tpe` and `hyperband` are the settings that won
+bench/search_efficiency.py (see bench/README.md).
 
 Every sampler is seeded from the study seed. Pruners compare trials at token milestones,
-which are numbered 0..M-1 in every trial whatever its batch size or sequence length.
+which are numbered 0..M-1 in every trial whatever its batch size or sequence length (a
+pruner's "step" k is the (k+1)-th milestone, so `min_resource: 1` first compares trials
+after their second milestone).
 """
 
 from __future__ import annotations
@@ -11,66 +18,267 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import optuna
+from optuna.trial import TrialState
 
 from tuner.config import RunConfig
+from tuner.errors import ConfigError
+from tuner.quiet import experimental_ok
 
 
 class SearchSpace(Protocol):
     """What a sampler or pruner needs to know of a search space (tuner.space.SearchSpace)."""
 
     sampler: str
+    sampler_options: dict[str, Any]
     pruner: str
+    pruner_options: dict[str, Any]
     n_trials: int
     base: RunConfig
 
     def grid(self) -> dict[str, list[Any]]: ...
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]: ...
 
 
 # tuner chooses Optuna's experimental features on purpose and reports outcomes itself
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
+AUTO = "auto"
+SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "grid": {},
+    "random": {},
+    "tpe": {
+        "multivariate": True,  # one joint density: learning rate and batch size interact
+        "group": True,  # joint densities per group of params that appear together
+        "constant_liar": True,  # parallel workers do not all pick the same point
+        "n_startup_trials": AUTO,  # startup_trials(n_trials)
+        "startup": "qmc",  # startup points from a scrambled Sobol sequence, not random
+        "n_ei_candidates": 24,
+    },
+    "cmaes": {"n_startup_trials": 1},
+    "nsga2": {"population_size": AUTO},
+    "qmc": {"qmc_type": "sobol", "scramble": True},
+    "gp": {"n_startup_trials": 10},
+}
+PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "median": {"n_startup_trials": 2, "n_warmup_steps": 1},
+    "hyperband": {"min_resource": 1, "reduction_factor": 3},
+    "successive-halving": {"min_resource": 1, "reduction_factor": 3, "min_early_stopping_rate": 0},
+}
+CHOICES = {"startup": ("qmc", "random"), "qmc_type": ("sobol", "halton")}
+SAMPLERS = tuple(SAMPLER_DEFAULTS)
+PRUNERS = tuple(PRUNER_DEFAULTS)
 
-def _tpe(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
-    startup = min(10, max(2, space.n_trials // 3))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+def startup_trials(n_trials: int) -> int:
+    """TPE's startup trials for a study of `n_trials`: a few, as pruning makes them cheap."""
+    return min(10, max(3, n_trials // 6))
 
 
-def _nsga2(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
-    population = max(4, min(50, space.n_trials // 2))
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+def parse_choice(raw: Any, key: str, default: str) -> tuple[str, dict[str, Any]]:
+    """`tpe` or `{name: tpe, option: value, ...}` -> (name, options given); one-line errors
+    name the key (`sampler.group: ...`)."""
+    registry = SAMPLER_DEFAULTS if key == "sampler" else PRUNER_DEFAULTS
+    if raw is None:
+        raw = default
+    if isinstance(raw, str):
+        name, options = raw, {}
+    elif isinstance(raw, dict):
+        if not isinstance(raw.get("name"), str):
+            raise ConfigError(
+                f"{key}.name: a {key} mapping needs a name (one of {', '.join(registry)})"
+            )
+        name, options = raw["name"], {k: v for k, v in raw.items() if k != "name"}
+    else:
+        raise ConfigError(f"{key}: expected a name or a mapping with name and options, got {raw!r}")
+    if name not in registry:
+        raise ConfigError(f"{key}: unknown {key} {name!r} (one of {', '.join(registry)})")
+    known = registry[name]
+    for option, value in options.items():
+        where = f"{key}.{option}"
+        if option not in known:
+            listed = ", ".join(known) or "none"
+            raise ConfigError(f"{where}: unknown option for {name} (known: {listed})")
+        _check_option(where, value, known[option], CHOICES.get(option))
+    return name, dict(options)
 
 
-SAMPLER_FACTORIES: dict[str, Callable[[SearchSpace, int], optuna.samplers.BaseSampler]] = {
-    "grid": lambda space, seed: optuna.samplers.GridSampler(space.grid(), seed=seed),
-    "random": lambda space, seed: optuna.samplers.RandomSampler(seed=seed),
+def _check_option(where: str, value: Any, default: Any, choices: tuple | None) -> None:
+    if choices is not None:
+        if value not in choices:
+            raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
+    elif isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    elif isinstance(default, int) or default == AUTO:
+        if value == AUTO and default == AUTO:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            auto = " or auto" if default == AUTO else ""
+            raise ConfigError(f"{where}: expected a whole number >= 0{auto}, got {value!r}")
+
+
+def resolved(space: SearchSpace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sampler's and the pruner's complete options: defaults, then the space's."""
+    sampler = {**SAMPLER_DEFAULTS[space.sampler], **space.sampler_options}
+    pruner = {**PRUNER_DEFAULTS[space.pruner], **space.pruner_options}
+    if sampler.get("n_startup_trials") == AUTO and space.sampler == "tpe":
+        sampler["n_startup_trials"] = startup_trials(space.n_trials)
+    if sampler.get("population_size") == AUTO:
+        sampler["population_size"] = max(4, min(50, space.n_trials // 2))
+    return sampler, pruner
+
+
+def describe(space: SearchSpace) -> dict[str, Any]:
+    """What the study's sampler and pruner are, every setting spelled out (MLflow, benches)."""
+    sampler, pruner = resolved(space)
+    if space.pruner in ("hyperband", "successive-halving"):
+        pruner["max_resource"] = space.base.train.milestones
+    return {
+        "sampler": {"name": space.sampler, **sampler},
+        "pruner": {"name": space.pruner, **pruner},
+    }
+
+
+def describe_search(space: SearchSpace) -> str:
+    """`describe` as one line, e.g. for an MLflow param."""
+    return "; ".join(
+        f"{part} " + ", ".join(f"{k}={v}" for k, v in options.items())
+        for part, options in describe(space).items()
+    )
+
+
+def check(space: SearchSpace) -> None:
+    """Options that depend on the rest of the space (milestones)."""
+    _, pruner = resolved(space)
+    milestones = space.base.train.milestones
+    if "min_resource" in pruner and not 1 <= pruner["min_resource"] < milestones:
+        raise ConfigError(
+            f"pruner.min_resource: must be 1..{milestones - 1} (train.milestones is "
+            f"{milestones}), got {pruner['min_resource']}"
+        )
+    if "reduction_factor" in pruner and pruner["reduction_factor"] < 2:
+        raise ConfigError(
+            f"pruner.reduction_factor: must be >= 2, got {pruner['reduction_factor']}"
+        )
+
+
+class StartupThenSampler(optuna.samplers.BaseSampler):
+    """`startup` for a study's first `n_startup` finished trials, then `main`.
+
+    Lets TPE begin from quasi-random points (a scrambled Sobol sequence covers a space more
+    evenly than as many random draws). The phase is decided once per trial, so one trial is
+    never sampled half by each.
+    """
+
+    def __init__(
+        self,
+        startup: optuna.samplers.BaseSampler,
+        main: optuna.samplers.BaseSampler,
+        n_startup: int,
+    ) -> None:
+        self.startup, self.main, self.n_startup = startup, main, n_startup
+        self._phase: dict[int, optuna.samplers.BaseSampler] = {}
+
+    def _for(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Any:
+        if trial.number not in self._phase:
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            self._phase[trial.number] = self.startup if len(done) < self.n_startup else self.main
+        return self._phase[trial.number]
+
+    def reseed_rng(self) -> None:
+        self.startup.reseed_rng()
+        self.main.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
+        return self._for(study, trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: Any, search_space: dict) -> dict:
+        return self._for(study, trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: Any, name: str, dist: Any) -> Any:
+        return self._for(study, trial).sample_independent(study, trial, name, dist)
+
+    def before_trial(self, study: optuna.Study, trial: Any) -> None:
+        self.main.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
+        self.main.after_trial(study, trial, state, values)
+        self._phase.pop(trial.number, None)
+
+
+class SpaceQMCSampler(optuna.samplers.QMCSampler):
+    """A QMC sampler told its space up front, so its very first point is quasi-random too
+    (Optuna's draws the first trial at random and reads the space off it)."""
+
+    def __init__(self, space: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(warn_independent_sampling=False, **kwargs)
+        self.space = space
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
+        return dict(self.space)
+
+
+def _tpe(space: SearchSpace, seed: int, o: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    n = o["n_startup_trials"]
+    tpe = optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=n,
+        multivariate=o["multivariate"],
+        group=o["group"] and o["multivariate"],
+        constant_liar=o["constant_liar"],
+        n_ei_candidates=o["n_ei_candidates"],
+    )
+    if o["startup"] != "qmc" or n == 0:
+        return tpe
+    qmc = SpaceQMCSampler(space.distributions(), scramble=True, seed=seed)
+    return StartupThenSampler(qmc, tpe, n)
+
+
+SAMPLER_FACTORIES: dict[
+    str, Callable[[SearchSpace, int, dict[str, Any]], optuna.samplers.BaseSampler]
+] = {
+    "grid": lambda space, seed, o: optuna.samplers.GridSampler(space.grid(), seed=seed),
+    "random": lambda space, seed, o: optuna.samplers.RandomSampler(seed=seed),
     "tpe": _tpe,
-    "cmaes": lambda space, seed: optuna.samplers.CmaEsSampler(
-        seed=seed, warn_independent_sampling=False
+    "cmaes": lambda space, seed, o: optuna.samplers.CmaEsSampler(
+        seed=seed, n_startup_trials=o["n_startup_trials"], warn_independent_sampling=False
     ),
-    "nsga2": _nsga2,
-    "qmc": lambda space, seed: optuna.samplers.QMCSampler(
-        seed=seed, warn_independent_sampling=False
+    "nsga2": lambda space, seed, o: optuna.samplers.NSGAIISampler(
+        seed=seed, population_size=o["population_size"]
     ),
-    "gp": lambda space, seed: optuna.samplers.GPSampler(seed=seed),
-}
-PRUNER_FACTORIES: dict[str, Callable[[SearchSpace], optuna.pruners.BasePruner]] = {
-    "none": lambda space: optuna.pruners.NopPruner(),
-    "median": lambda space: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-    "hyperband": lambda space: optuna.pruners.HyperbandPruner(
-        min_resource=1, max_resource=space.base.train.milestones, reduction_factor=3
+    "qmc": lambda space, seed, o: optuna.samplers.QMCSampler(
+        seed=seed, qmc_type=o["qmc_type"], scramble=o["scramble"], warn_independent_sampling=False
     ),
-    "successive-halving": lambda space: optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=1, reduction_factor=3
+    "gp": lambda space, seed, o: optuna.samplers.GPSampler(
+        seed=seed, n_startup_trials=o["n_startup_trials"]
     ),
 }
-SAMPLERS = tuple(SAMPLER_FACTORIES)
-PRUNERS = tuple(PRUNER_FACTORIES)
+PRUNER_FACTORIES: dict[str, Callable[[SearchSpace, dict[str, Any]], optuna.pruners.BasePruner]] = {
+    "none": lambda space, o: optuna.pruners.NopPruner(),
+    "median": lambda space, o: optuna.pruners.MedianPruner(
+        n_startup_trials=o["n_startup_trials"], n_warmup_steps=o["n_warmup_steps"]
+    ),
+    "hyperband": lambda space, o: optuna.pruners.HyperbandPruner(
+        min_resource=o["min_resource"],
+        max_resource=space.base.train.milestones,
+        reduction_factor=o["reduction_factor"],
+    ),
+    "successive-halving": lambda space, o: optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=o["min_resource"],
+        reduction_factor=o["reduction_factor"],
+        min_early_stopping_rate=o["min_early_stopping_rate"],
+    ),
+}
 
 
 def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
-    return SAMPLER_FACTORIES[space.sampler](space, seed)
+    with experimental_ok():
+        return SAMPLER_FACTORIES[space.sampler](space, seed, resolved(space)[0])
 
 
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
-    return PRUNER_FACTORIES[space.pruner](space)
+    with experimental_ok():
+        return PRUNER_FACTORIES[space.pruner](space, resolved(space)[1])

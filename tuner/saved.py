@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from tuner.config import ConfigError, ModelConfig, RunConfig
+from tuner.hf_generation import for_transformers, trained_model
 from tuner.models import RecurrentLM, Shape, logits, max_positions, resolve_shape
 from tuner.tokenizer import EOT
 
@@ -89,6 +90,7 @@ def save_model_dir(
 
 
 def _save_hf(folder: Path, model: nn.Module, tokenizer: Any) -> None:
+    model = for_transformers(model)  # stops at its context; longer requests do not crash
     eot = tokenizer.get_vocab().get(EOT)
     if eot is None:
         model.save_pretrained(folder)
@@ -179,7 +181,7 @@ def _load_hf(folder: Path) -> tuple[nn.Module, ModelConfig]:
 
     try:
         with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(str(folder))
+            model = trained_model(AutoModelForCausalLM.from_pretrained(str(folder)))
     except (OSError, ValueError) as err:
         raise ConfigError(
             f"{folder}: cannot load the model ({str(err).splitlines()[0][:200]})"

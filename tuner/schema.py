@@ -44,9 +44,17 @@ def flatten(d: dict[str, Any], prefix: str = "", keep: tuple[str, ...] = ()) -> 
         nested = isinstance(value, dict) and value and all(isinstance(k, str) for k in value)
         if nested and not path.endswith(keep or ("\0",)):
             out.update(flatten(value, path + ".", keep))
+        elif isinstance(value, list) and value and all(_named(v) for v in value):
+            for item in value:  # a list of named sections: one param per field, keyed by name
+                fields = {k: v for k, v in item.items() if k != "name"}
+                out.update(flatten(fields, f"{path}.{item['name']}.", keep))
         else:
             out[path] = value
     return out
+
+
+def _named(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("name"), str)
 
 
 def from_dict(cls: type, data: Any, where: str = "") -> Any:

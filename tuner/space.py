@@ -20,7 +20,9 @@ import optuna
 from tuner import metrics
 from tuner.config import RunConfig, field_type, from_dict, load_yaml, set_path
 from tuner.errors import ConfigError
-from tuner.samplers import PRUNERS, SAMPLERS
+from tuner.samplers import check as check_search
+from tuner.samplers import parse_choice
+from tuner.terminator import parse_terminate
 
 ALIASES = {
     "learning_rate": "optim.lr",
@@ -33,6 +35,21 @@ ALIASES = {
     "warmup_fraction": "schedule.warmup_fraction",
     "arch": "model.arch",
 }
+SHORT_NAMES = {
+    "learning_rate": "lr",
+    "batch_size": "batch",
+    "seq_len": "seq",
+    "model_size": "size",
+    "weight_decay": "wd",
+    "warmup_fraction": "warmup",
+}
+"""How tables and progress lines head the usual params (a dotted path: its last part)."""
+
+
+def short_name(param: str) -> str:
+    return SHORT_NAMES.get(param, param.rsplit(".", 1)[-1])
+
+
 TOP_KEYS = (
     "name",
     "description",
@@ -44,6 +61,7 @@ TOP_KEYS = (
     "seed",
     "timeout",
     "params",
+    "terminate",
 )
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "grid")
 SEED_MAX = 2**32 - 1
@@ -117,6 +135,11 @@ class SearchSpace:
     params: tuple[ParamSpec, ...]
     raw: dict = field(default_factory=dict, compare=False)
     """The parsed YAML, stored in the study so nothing else is needed to resume it."""
+    sampler_options: dict = field(default_factory=dict)
+    """Options the space gives its sampler (`sampler: {name: tpe, ...}`); the rest default."""
+    pruner_options: dict = field(default_factory=dict)
+    terminate: dict | None = None
+    """Stop the study early when it has stalled (tuner.terminator); None = run every trial."""
 
     @property
     def multi_objective(self) -> bool:
@@ -174,15 +197,11 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
     if base is None:
         base = _in_section("base", lambda: from_dict(RunConfig, raw.get("base") or {}))
     name = _typed(raw, "name", str, "unnamed")
-    sampler = _typed(raw, "sampler", str, "tpe")
-    pruner = _typed(raw, "pruner", str, "none")
+    sampler, sampler_options = parse_choice(raw.get("sampler"), "sampler", "tpe")
+    pruner, pruner_options = parse_choice(raw.get("pruner"), "pruner", "none")
     n_trials = _typed(raw, "n_trials", int, 10)
     seed = _typed(raw, "seed", int, 0)
     timeout = raw.get("timeout")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"sampler: unknown sampler {sampler!r} (one of {', '.join(SAMPLERS)})")
-    if pruner not in PRUNERS:
-        raise ConfigError(f"pruner: unknown pruner {pruner!r} (one of {', '.join(PRUNERS)})")
     if not 1 <= n_trials <= MAX_TRIALS:
         raise ConfigError(f"n_trials: must be between 1 and {MAX_TRIALS}, got {n_trials}")
     if not 0 <= seed <= SEED_MAX:
@@ -194,7 +213,7 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
         or timeout <= 0
     ):
         raise ConfigError(f"timeout: must be a positive number of seconds, got {timeout!r}")
-    objectives = _objectives(raw.get("objective"))
+    objectives = _objectives(raw.get("objective"), base.eval.metric_names())
     if len(objectives) > 1 and pruner != "none":
         raise ConfigError("pruner: pruning needs a single objective; use `pruner: none`")
     params_raw = raw.get("params") or {}
@@ -214,7 +233,11 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
         timeout=float(timeout) if timeout else None,
         params=params,
         raw={**raw, "base": base.to_dict()},
+        sampler_options=sampler_options,
+        pruner_options=pruner_options,
+        terminate=parse_terminate(raw.get("terminate"), len(objectives)),
     )
+    check_search(space)
     if sampler == "grid":
         if not params:
             raise ConfigError("params: grid search needs at least one param")
@@ -252,7 +275,8 @@ def _typed(raw: dict, key: str, tp: type, default: Any) -> Any:
     return value
 
 
-def _objectives(raw: Any) -> tuple[Objective, ...]:
+def _objectives(raw: Any, task_metrics: list[str]) -> tuple[Objective, ...]:
+    """The objectives; a task metric (`task.NAME.METRIC`) only when base.eval has the task."""
     items = raw if isinstance(raw, list) else [raw or {}]
     out = []
     for i, item in enumerate(items):
@@ -265,10 +289,11 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
                 f"{where}.{sorted(unknown)[0]}: unknown key (known: metric, direction)"
             )
         metric = item.get("metric", "val_loss")
-        if metric not in metrics.OBJECTIVE_METRICS:
+        known = metrics.OBJECTIVE_METRICS + tuple(task_metrics)
+        if metric not in known:
+            hint = "" if task_metrics else "; task.NAME.METRIC needs the task in base.eval.tasks"
             raise ConfigError(
-                f"{where}.metric: unknown metric {metric!r} "
-                f"(one of {', '.join(metrics.OBJECTIVE_METRICS)})"
+                f"{where}.metric: unknown metric {metric!r} (one of {', '.join(known)}{hint})"
             )
         direction = item.get("direction", metrics.direction(metric))
         if direction not in ("minimize", "maximize"):

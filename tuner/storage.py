@@ -17,6 +17,7 @@ from tuner import failures, stores
 from tuner.errors import ConfigError, StoreError
 from tuner.files import file_lock
 from tuner.heartbeat import JournalHeartbeatStorage, StaleTrialCallback, heartbeat_settings
+from tuner.quiet import experimental_ok
 from tuner.tracking import Tracker
 
 
@@ -46,7 +47,7 @@ def open_storage(url: str | None, must_exist: bool = False) -> optuna.storages.B
         if "://" not in url:
             raise ValueError("not a URL")
         stores.ensure_local(url)
-        with _first_creation(url):
+        with _first_creation(url), experimental_ok():  # heartbeats are chosen on purpose
             return optuna.storages.RDBStorage(
                 url,
                 heartbeat_interval=interval,

@@ -29,10 +29,12 @@ from tuner.progress import NullReporter, Reporter
 from tuner.queue import drain, fill_queue
 from tuner.reconcile import reconcile, stop_running
 from tuner.records import FINISHED, StudyRecord, TrialRecord, counted
-from tuner.samplers import make_pruner, make_sampler
+from tuner.samplers import describe_search, make_pruner, make_sampler
 from tuner.space import SearchSpace, parse_space
 from tuner.storage import open_storage, probe_tracking
+from tuner.terminator import StudyStopper
 from tuner.tracking import Tracker, check_tracking_uri
+from tuner.warmstart import WarmStart, apply_warm_start, plan_warm_start
 
 
 @dataclass
@@ -68,6 +70,8 @@ def create_study(
     storage_url: str | None = None,
     tracking_uri: str | None = None,
     local_workers: int = 1,
+    warm_start: str | None = None,
+    warm_top: int = 3,
 ) -> StudyHandle:
     """Validate everything first, then write the study, its queue and its MLflow parent run.
 
@@ -75,8 +79,14 @@ def create_study(
     the default journal file: SQLite answers concurrent writers with "database is locked".
     Creation is atomic per name: the Optuna study is created first (the storage lets one
     creator win), so a loser writes nothing; a failure after it removes the study again.
+    `warm_start` names an earlier study to seed this one from (tuner.warmstart).
     """
     stores.check_study_name(name)
+    if space.base.eval.tasks:  # datasets, columns and classes, before anything is written
+        from tuner.tasks import validate_tasks
+
+        validate_tasks(space.base, ("val",))
+    given_storage = storage_url
     if storage_url is None:
         _check_new_name(name)
         storage_url = stores.default_journal() if local_workers > 1 else stores.default_storage()
@@ -89,6 +99,9 @@ def create_study(
     with failures.guard(label):
         if name in study_names(storage):
             raise _exists(name, storage_url)
+        warm = None
+        if warm_start:
+            warm = _warm_plan(warm_start, storage, given_storage, space, warm_top)
         try:
             study = optuna.create_study(
                 storage=storage,
@@ -113,12 +126,16 @@ def create_study(
             "timeout": space.timeout,
             "objective": ",".join(f"{o.metric}:{o.direction}" for o in space.objectives),
             "storage": storage_url,
+            "search": describe_search(space),
+            **({"warm_start": warm.describe()} if warm else {}),
         }
         parent = tracker.start_parent(
             experiment_id, name, settings, yaml.safe_dump(space.raw, sort_keys=False)
         )
         with failures.guard(label):
             StudyRecord(space.raw, tracking_uri, experiment_id, parent).write(study)
+            if warm:
+                apply_warm_start(study, warm)  # before the queue is filled: its seeds run first
             fill_queue(study, space, space.n_trials)
         tracker.end(parent, "FINISHED")
     except BaseException:
@@ -144,6 +161,29 @@ def _undo_create(
     if parent:
         with contextlib.suppress(Exception):
             tracker.client.delete_run(parent)
+
+
+def _warm_plan(
+    source: str,
+    storage: optuna.storages.BaseStorage,
+    given_storage: str | None,
+    space: SearchSpace,
+    top: int,
+) -> WarmStart:
+    """The warm start from study `source`: in the new study's storage, else (no --storage
+    given) in either default storage."""
+    stores.check_study_name(source)
+    if source not in study_names(storage):
+        if given_storage is not None:
+            raise ConfigError(
+                f"--warm-start {source}: no study named {source!r} in {given_storage}"
+            )
+        try:
+            storage = open_storage(locate_study(source))
+        except ConfigError as err:
+            raise ConfigError(f"--warm-start {source}: {err}") from None
+    other = optuna.load_study(study_name=source, storage=storage)
+    return plan_warm_start(source, other, space, top)
 
 
 def _check_new_name(name: str) -> None:
@@ -250,6 +290,7 @@ def run_study(
                 handle.parent_run_id, best.number, best.value, record.metrics, record.run_id
             )
 
+    stopper = StudyStopper(space.terminate, reporter.note) if space.terminate else None
     tracker.reopen(handle.parent_run_id)
     try:
         with failures.guard(label):
@@ -257,9 +298,12 @@ def run_study(
                 drain(
                     study,
                     objective,
-                    [update_best],
+                    [update_best, *([stopper] if stopper else [])],
                     timeout or space.timeout,
-                    done=lambda: target is not None and handle.finished_count() >= target,
+                    done=lambda: (
+                        (stopper is not None and stopper.stopped)
+                        or (target is not None and handle.finished_count() >= target)
+                    ),
                     note=reporter.note,
                 )
             except Exception:
@@ -373,6 +417,11 @@ def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
     return out
 
 
+def _name(choice: Any) -> str:
+    """A space's sampler as written: `tpe`, or the name of `{name: tpe, ...}`."""
+    return str(choice.get("name", "?") if isinstance(choice, dict) else choice)
+
+
 def _summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     out = []
     for summary in storage.get_all_studies():
@@ -391,7 +440,7 @@ def _summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
             {
                 "name": summary.study_name,
                 "space": space.get("name", "?"),
-                "sampler": space.get("sampler", "?"),
+                "sampler": _name(space.get("sampler", "?")),
                 "trials": len(counted(trials)),
                 "complete": len(complete),
                 "target": target,

@@ -1,26 +1,35 @@
 """MLflow: one experiment per study, a parent run for the study, a nested child run per trial.
 
 Child runs are opened when the trial starts, so their curves are live in the UI; metrics are
-written in one batch per evaluation milestone (step = tokens seen). Every run is ended with a
+written in one batch per evaluation milestone (step = tokens seen), asynchronously when the
+store is a tracking server (and waited for before the run ends). Every run is ended with a
 status mirroring the trial: FINISHED (complete), KILLED (pruned, diverged, interrupted),
-FAILED (error, out of memory).
+FAILED (error, out of memory). Runs also carry their data as dataset inputs (tuner.lineage)
+and system metrics (tuner.sysmetrics); experiments carry what the UI needs to open them on
+their training runs (tuner.mlflow_ui). Every writer goes through `Tracker.client`, which
+holds the SQLite lock.
 """
 
 from __future__ import annotations
 
 import functools
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tuner import stores
+from tuner import mlflow_ui, stores
 from tuner.config import RunConfig
+from tuner.data import TokenData
 from tuner.errors import ConfigError
 from tuner.failures import guard, guard_client, mlflow_label
 from tuner.files import file_lock
+from tuner.lineage import dataset_inputs
 from tuner.metrics import BEST_METRICS, LOGGED_COST
+from tuner.sysmetrics import Point, SystemMetrics, interval_setting
 from tuner.train import Milestone, TrainResult
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
@@ -44,6 +53,8 @@ class Tracker:
 
         self.uri = check_tracking_uri(tracking_uri)
         db = stores.sqlite_path(self.uri)
+        if db is not None:
+            stores.use_sqlite_wal()  # before MLflow opens its engine
         with guard(mlflow_label(self.uri)):  # store failures: one line
             if db is not None:
                 db.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +64,8 @@ class Tracker:
             else:
                 self.client = MlflowClient(tracking_uri=self.uri)
         self.client = guard_client(self.client, self.uri)
+        self.asynchronous = self.uri.startswith(("http://", "https://"))
+        """Milestone batches go out without waiting for a tracking server (never SQLite)."""
 
     # ------------------------------------------------------------ experiment and parent run
 
@@ -81,7 +94,36 @@ class Tracker:
         )
         self._log_params(run.info.run_id, {k: v for k, v in settings.items() if v is not None})
         self.client.log_text(run.info.run_id, space_yaml, "space.yaml")
+        params = list((yaml.safe_load(space_yaml) or {}).get("params") or {})
+        metric, direction = mlflow_ui.objective_of(str(settings.get("objective") or ""))
+        self.tag_experiment(experiment_id, mlflow_ui.study_tags(metric, direction, params))
         return run.info.run_id
+
+    def tag_experiment(self, experiment_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_experiment_tag(experiment_id, key, value)
+
+    def log_data(
+        self, run_id: str, data: TokenData, config: RunConfig, splits: tuple[str, ...]
+    ) -> None:
+        """Record the splits of `data` the run reads as MLflow dataset inputs."""
+        self.client.log_inputs(run_id, datasets=dataset_inputs(data.root, config.data, splits))
+
+    def system_metrics(self, run_id: str) -> SystemMetrics | None:
+        """Start sampling system use into `run_id` ($TUNER_SYSTEM_METRICS seconds apart)."""
+        interval = interval_setting()
+        if interval <= 0:
+            return None
+        from mlflow.entities import Metric
+
+        def log(points: list[Point]) -> None:
+            metrics = [
+                Metric(k, v, ms, step) for values, step, ms in points for k, v in values.items()
+            ]
+            for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+                self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+        return SystemMetrics(log, interval).start()
 
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
@@ -125,6 +167,7 @@ class Tracker:
         sampler: str,
         config: RunConfig,
         params: dict[str, Any],
+        data: TokenData | None = None,
     ) -> TrialRun:
         tags = {
             "mlflow.parentRunId": parent_id,
@@ -138,7 +181,9 @@ class Tracker:
         flat = config.flat() | {name: value for name, value in params.items()}
         self._log_params(run.info.run_id, flat)
         self.client.log_text(run.info.run_id, config.to_yaml(), "config.yaml")
-        return TrialRun(self, run.info.run_id)
+        if data is not None:
+            self.log_data(run.info.run_id, data, config, ("train", "val"))
+        return TrialRun(self, run.info.run_id, self.system_metrics(run.info.run_id))
 
     def _log_params(self, run_id: str, values: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -151,9 +196,12 @@ class Tracker:
 class TrialRun:
     """The MLflow run of one trial."""
 
-    def __init__(self, tracker: Tracker, run_id: str):
+    def __init__(self, tracker: Tracker, run_id: str, monitor: SystemMetrics | None = None):
         self.tracker = tracker
         self.run_id = run_id
+        self.monitor = monitor
+        self.pending: list[Any] = []
+        """Asynchronous milestone batches not yet confirmed by the tracking server."""
         self.ended = False
 
     def log_milestone(self, milestone: Milestone) -> None:
@@ -163,7 +211,22 @@ class TrialRun:
         metrics = [
             Metric(k, float(v), now, milestone.tokens_seen) for k, v in milestone.metrics.items()
         ]
-        self.tracker.client.log_batch(self.run_id, metrics=metrics)
+        if self.tracker.asynchronous:
+            self.pending.append(
+                self.tracker.client.log_batch(self.run_id, metrics=metrics, synchronous=False)
+            )
+        else:
+            self.tracker.client.log_batch(self.run_id, metrics=metrics)
+
+    def flush(self) -> None:
+        """Stop system sampling and wait until every batch has reached the store (a failed
+        one raises here, before the run is ended)."""
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
+        pending, self.pending = self.pending, []
+        for operation in pending:
+            operation.wait()
 
     def finish(
         self,
@@ -190,11 +253,14 @@ class TrialRun:
                 Metric(k, float(result.cost[k]), now, step) for k in LOGGED_COST if k in result.cost
             ]
             tags.append(RunTag("tuner.device", str(result.cost.get("device", ""))))
-        client.log_batch(self.run_id, metrics=metrics, tags=tags)
-        if traceback:
-            client.log_text(self.run_id, traceback, "traceback.txt")
-        client.set_terminated(self.run_id, status=status)
-        self.ended = True
+        try:
+            self.flush()  # a batch the server refused is raised, once the run is ended
+        finally:
+            client.log_batch(self.run_id, metrics=metrics, tags=tags)
+            if traceback:
+                client.log_text(self.run_id, traceback, "traceback.txt")
+            client.set_terminated(self.run_id, status=status)
+            self.ended = True
 
 
 class FinalRun:
@@ -211,12 +277,15 @@ class FinalRun:
         study: str | None,
         config: RunConfig,
         tags: dict[str, str],
+        data: TokenData | None = None,
     ):
         self.uri = tracking_uri
         self.experiment = experiment
         self.study = study
         self.config = config
         self.tags = tags
+        self.data = data
+        """The token arrays it trains, validates and tests on (its dataset inputs)."""
         self.run_id = ""
         self.pending: dict[str, float] = {}
         """Metrics measured before the run exists (the --init-from model's scores)."""
@@ -228,6 +297,7 @@ class FinalRun:
         client = self.tracker.client
         self.experiment_id = self.tracker.experiment_for(self.experiment)
         client.set_experiment_tag(self.experiment_id, "tuner.kind", "final")
+        self.tracker.tag_experiment(self.experiment_id, mlflow_ui.final_tags())
         if self.study:  # experiment_for tags it with its own name; name the study instead
             client.set_experiment_tag(self.experiment_id, "tuner.study", self.study)
         elif "tuner.study" in client.get_experiment(self.experiment_id).tags:
@@ -243,7 +313,9 @@ class FinalRun:
         self.run_id = run.info.run_id
         self.tracker._log_params(self.run_id, self.config.flat())
         client.log_text(self.run_id, self.config.to_yaml(), "config.yaml")
-        self.curves = TrialRun(self.tracker, self.run_id)
+        if self.data is not None:
+            self.tracker.log_data(self.run_id, self.data, self.config, ("train", "val", "test"))
+        self.curves = TrialRun(self.tracker, self.run_id, self.tracker.system_metrics(self.run_id))
         if self.pending:
             self.log_metrics(self.pending)
 
@@ -263,15 +335,32 @@ class FinalRun:
         ]
         self.tracker.client.log_batch(self.run_id, metrics=metrics)
 
-    def log_model(self, folder: Path, registered_name: str, arch: str, tags: dict[str, str]) -> str:
-        """Log the folder as an MLflow LoggedModel of this run and register a new version."""
+    def log_model(
+        self,
+        write: Callable[[Path, str], None],
+        registered_name: str,
+        arch: str,
+        tags: dict[str, str],
+    ) -> str:
+        """Log an MLflow model as a LoggedModel of this run and register a new version.
+
+        `write(folder, model_id)` writes the MLflow model (tuner.registry) into `folder`; it is
+        uploaded with this run's client, so no process-wide tracking URI is involved.
+        """
         from mlflow.entities import LoggedModelOutput
 
         client = self.tracker.client
         model = client.create_logged_model(
             self.experiment_id, name="model", source_run_id=self.run_id, model_type=arch, tags=tags
         )
-        client.log_model_artifacts(model.model_id, str(folder))
+        try:
+            with tempfile.TemporaryDirectory(prefix="tuner-model-") as tmp:
+                folder = Path(tmp) / "model"
+                write(folder, model.model_id)
+                client.log_model_artifacts(model.model_id, str(folder))
+        except BaseException:
+            client.finalize_logged_model(model.model_id, "FAILED")
+            raise
         client.finalize_logged_model(model.model_id, "READY")
         client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, 0)])
         self._ensure_registered(registered_name, tags)
@@ -302,7 +391,12 @@ class FinalRun:
 
     def end(self, status: str) -> None:
         if self.run_id:
-            self.tracker.end(self.run_id, status)
+            curves = getattr(self, "curves", None)  # None if `start` failed half-way
+            try:
+                if curves is not None:
+                    curves.flush()
+            finally:
+                self.tracker.end(self.run_id, status)
 
 
 def _param_str(value: Any) -> str:

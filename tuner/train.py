@@ -169,8 +169,13 @@ def train_run(
     on_milestone: Callable[[Milestone], bool | None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     init_model: nn.Module | None = None,
+    extra_eval: Callable[[nn.Module, bool], dict[str, float]] | None = None,
 ) -> TrainResult:
-    """Train `config` from scratch (or from `init_model`) and evaluate at every milestone."""
+    """Train `config` from scratch (or from `init_model`) and evaluate at every milestone.
+
+    `extra_eval(model, is_last_milestone)` adds metrics to a milestone (downstream tasks);
+    its time is kept apart as `task_seconds`, out of training and evaluation time.
+    """
     wall_start = time.perf_counter()
     tc = config.train
     if tc.threads:
@@ -212,11 +217,16 @@ def train_run(
         metrics["train_val_gap"] = metrics["val_loss"] - metrics["train_loss"]
         metrics["learning_rate"] = lr
         metrics["tokens_per_second"] = step * plan.tokens_per_step / max(train_seconds, 1e-9)
+        if extra_eval is not None:
+            nonlocal task_seconds
+            t2 = time.perf_counter()
+            metrics |= extra_eval(model, index == len(plan.milestone_steps) - 1)
+            task_seconds += time.perf_counter() - t2
         return Milestone(index, step * plan.tokens_per_step, step, metrics)
 
     history: list[Milestone] = []
     status, reason = "complete", ""
-    train_seconds = eval_seconds = 0.0
+    train_seconds = eval_seconds = task_seconds = 0.0
     first_loss: float | None = None
     window: list[float] = []  # train losses since the last milestone
     step = 0
@@ -260,7 +270,8 @@ def train_run(
     timing = {
         "wall_seconds": time.perf_counter() - wall_start,
         "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
+        "eval_seconds": eval_seconds - task_seconds,
+        "task_seconds": task_seconds,
     }
     figures = run_cost(model, fpt, plan, step, timing, device, config)
     final = dict(history[-1].metrics) if history else {}

@@ -45,3 +45,8 @@ def num(value: Any) -> str:
 def finite(value: Any) -> bool:
     """A real, finite number (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 trial`, `2 trials`, `0 trials`."""
+    return f"{n} {word if n == 1 else many or word + 's'}"

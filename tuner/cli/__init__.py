@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from tuner.cli import model, results
+from tuner.cli import model, results, tools
 from tuner.cli.common import OneLineGroup
 from tuner.cli.study import space_app, study_app
 
@@ -20,6 +20,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=OneLineGroup,
 )
+
+
+@app.callback()
+def main() -> None:
+    """Hyperparameter search for language models: Optuna studies, real training, MLflow
+    tracking."""
+    from tuner.quiet import quiet_logs
+
+    quiet_logs()
+
+
 app.add_typer(study_app, name="study")
 app.add_typer(space_app, name="space")
 app.command("ui")(results.ui)
@@ -27,3 +38,4 @@ app.command("dashboard")(results.dashboard)
 app.command("export")(model.export)
 app.command("train")(model.train)
 app.command("generate")(model.generate)
+app.command("optuna-dashboard")(tools.optuna_dashboard)

@@ -4,6 +4,7 @@ and SIGTERM handled like Ctrl-C."""
 from __future__ import annotations
 
 import functools
+import shutil
 import signal
 import sys
 import threading
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 try:  # typer 0.2x carries its own copy of click
@@ -39,6 +41,48 @@ TrackingOpt = Annotated[
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db).",
     ),
 ]
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="table (fits the terminal; plain text when piped) | csv | json | markdown.",
+    ),
+]
+
+
+class Startup:
+    """One transient line saying what a command is doing before its first output: a spinner
+    on a terminal, nothing when piped (so a one-line error stays one line)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.status: Any = None
+
+    def __enter__(self) -> Startup:
+        if err.is_terminal:
+            self.status = err.status(self.text)
+            self.status.start()
+        return self
+
+    def __call__(self, text: str) -> None:
+        if self.status is not None:
+            self.status.update(text)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+
+def print_table(table: Any, fmt: str) -> None:
+    """A tuner.tables.Table on stdout: fitted and coloured in a terminal, else as text."""
+    from tuner.tableformat import render_text, terminal
+
+    if fmt == "table" and out.is_terminal:
+        width = shutil.get_terminal_size((out.width, 24)).columns
+        out.print(terminal(table, width), crop=False, soft_wrap=True, highlight=False)
+    else:
+        sys.stdout.write(render_text(table, fmt))
+        sys.stdout.flush()
 
 
 class Terminated(KeyboardInterrupt):
@@ -85,7 +129,7 @@ def user_errors(fn: Callable) -> Callable:
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code) from None
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from tuner.cli.common import StorageOpt, TrackingOpt, err, out, user_errors
+from tuner.metrics import get
 from tuner.units import si
 
 
@@ -79,11 +80,19 @@ def train(
         str | None, typer.Option("--name", help="Registered model name (default: STUDY-ARCH).")
     ] = None,
 ) -> None:
-    """Train the final model from a config: test it, save it for transformers, register it."""
-    from tuner.final import train_final
+    """Train the final model from a config: test it, save it for transformers, register it.
 
-    bar = _TokenBar()
+    Before its bar it says what it trains (model, parameters, tokens, learning rate, device);
+    at every milestone, the validation and training loss.
+    """
+    from tuner.bars import TrainReporter
+
+    shown = TrainReporter(err)
     try:
+        shown.stage("starting: loading torch, transformers and MLflow")
+        from tuner.final import train_final
+
+        shown.stage("preparing: data (built once, then cached) and model")
         result = train_final(
             config,
             tokens,
@@ -94,10 +103,12 @@ def train(
             tracking_uri,
             experiment,
             registered_name,
-            on_progress=bar,
+            on_progress=shown.progress,
+            on_note=shown.note,
+            on_milestone=shown.milestone,
         )
     finally:
-        bar.close()
+        shown.close()
     val, test = result.val, result.test
     if result.init_val:
         out.print(f"before fine-tuning: val loss {result.init_val['init_val_loss']:.4f}")
@@ -107,6 +118,10 @@ def train(
         f"{test['test_bpb']:.3f}) after {si(result.cost['tokens_seen'])} tokens",
         soft_wrap=True,
     )
+    scores = [(k, v) for k, v in test.items() if k.startswith("task.") and get(k).objective]
+    if scores:
+        shown = ", ".join(f"{k.removeprefix('task.')} {v:.4g}" for k, v in scores)
+        out.print(f"test split tasks: {shown}", soft_wrap=True)
     out.print(
         f"saved {result.out_dir}; MLflow run {result.run_id} in experiment "
         f"{result.experiment}; registered {result.registered_name} v{result.version}",
@@ -118,30 +133,6 @@ def train(
         highlight=False,
         soft_wrap=True,
     )
-
-
-class _TokenBar:
-    """A tokens progress bar that appears only once training starts, so a config error
-    before it stays one line."""
-
-    def __init__(self) -> None:
-        self.bars: Any = None
-        self.task: Any = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bars is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-            self.bars = Progress(
-                "tokens", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-            )
-            self.task = self.bars.add_task("tokens", total=total)
-            self.bars.start()
-        self.bars.update(self.task, completed=done, total=total)
-
-    def close(self) -> None:
-        if self.bars is not None:
-            self.bars.stop()
 
 
 @user_errors

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from tuner import stores
 from tuner.cli.common import StorageOpt, TrackingOpt, err, out, user_errors
+
+UI_LINKS = 5
+"""Newest tuner experiments `tuner ui` links to, opened on their training runs."""
 
 
 @user_errors
@@ -21,26 +23,27 @@ def ui(
     workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Start the MLflow UI on the project's store."""
+    """Start the MLflow UI on the project's store; Ctrl-C (or SIGTERM) stops all of it."""
+    from tuner.mlflow_ui import experiment_url
+    from tuner.ui_server import check_port, serve, tuner_experiments
+
     uri = tracking_uri or stores.default_tracking_uri()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
-    if uri.startswith("sqlite:///"):
-        cmd += ["--default-artifact-root", stores.artifact_root()]
-    out.print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop")
-    raise typer.Exit(subprocess.call(cmd))
+    check_port(host, port)  # before anything is opened or written
+    studies = tuner_experiments(uri)
+
+    def ready(base: str) -> None:
+        out.print(
+            f"MLflow UI on {base} (store {uri}); Ctrl-C to stop", highlight=False, soft_wrap=True
+        )
+        for name, experiment_id in studies[:UI_LINKS]:
+            out.print(
+                f"  {name}: {experiment_url(base, experiment_id)}", highlight=False, soft_wrap=True
+            )
+
+    def stopping() -> None:
+        err.print("stopping the MLflow UI ...", highlight=False)
+
+    raise typer.Exit(serve(uri, host, port, workers, on_ready=ready, on_stop=stopping))
 
 
 @user_errors
@@ -59,9 +62,6 @@ def dashboard(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Draw a study as one self-contained HTML page (perplexity against size and cost, ...)."""
-    import webbrowser
-    from pathlib import Path
-
     from tuner.files import make_parent
     from tuner.page import log_dashboard, write_dashboard
     from tuner.study import load_study
@@ -77,5 +77,19 @@ def dashboard(
             out.print(f"attached to MLflow run {handle.parent_run_id} (artifacts/dashboards)")
         except Exception as e:  # noqa: BLE001 - the page is written; MLflow is a bonus
             err.print(f"[yellow]warning:[/] not attached to MLflow: {e}", highlight=False)
-    if open_:
-        webbrowser.open(path.resolve().as_uri())
+    if open_ and not open_page(path):
+        out.print(
+            f"no browser could be opened here; the page is {path.resolve()}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def open_page(path: Path) -> bool:
+    """Open the page in a browser; False when none opens (a server, a container, no display)."""
+    import webbrowser
+
+    try:
+        return bool(webbrowser.open(path.resolve().as_uri()))
+    except webbrowser.Error:
+        return False

@@ -8,13 +8,23 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from tuner.cli.common import StorageOpt, TrackingOpt, err, out, user_errors
+from tuner.cli.common import (
+    FormatOpt,
+    Startup,
+    StorageOpt,
+    TrackingOpt,
+    err,
+    out,
+    print_table,
+    user_errors,
+)
 from tuner.errors import ConfigError
-from tuner.units import num, si
+from tuner.units import num, plural
 
 if TYPE_CHECKING:
     from tuner.study import StudyHandle
 
+STARTING = "starting: loading torch, Optuna and MLflow"
 study_app = typer.Typer(help="Create, run and inspect studies.", no_args_is_help=True)
 space_app = typer.Typer(help="Inspect search-space files.", no_args_is_help=True)
 
@@ -57,27 +67,66 @@ def study_create(
             help="Worker processes to run on this machine (default storage then: a journal file).",
         ),
     ] = 1,
+    warm_start: Annotated[
+        str | None,
+        typer.Option(
+            "--warm-start",
+            help="Seed the study from an earlier study (same params): its trials as prior "
+            "observations, or its best configurations queued first.",
+        ),
+    ] = None,
+    warm_start_top: Annotated[
+        int, typer.Option("--warm-start-top", help="Configurations --warm-start queues.")
+    ] = 3,
+    stop_when_stalled: Annotated[
+        float | None,
+        typer.Option(
+            "--stop-when-stalled",
+            help="Stop early once more trials are unlikely to beat the best by this margin "
+            "(the space's `terminate: {margin: M}`).",
+        ),
+    ] = None,
 ) -> None:
     """Create a study from a search space and run it."""
-    from tuner.config import apply_overrides, parse_overrides
-    from tuner.space import load_space
-    from tuner.stores import check_study_name
-    from tuner.study import create_study
-    from tuner.validate import check_store_urls, preflight
+    with Startup(STARTING) as say:
+        from tuner.config import apply_overrides, parse_overrides
+        from tuner.space import load_space
+        from tuner.stores import check_study_name
+        from tuner.study import create_study
+        from tuner.validate import check_store_urls, preflight
 
-    check_study_name(name)
-    check_store_urls(storage, tracking_uri)
-    spec = load_space(space)
-    base = apply_overrides(spec.base, parse_overrides(set_))
-    spec = spec.with_settings(
-        base=base, sampler=sampler, pruner=pruner, n_trials=n_trials, timeout=timeout, seed=seed
-    )
-    for line in preflight(spec, run_here=run):  # every check before anything is written
-        err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-    handle = create_study(name, spec, storage, tracking_uri, local_workers=workers)
+        check_study_name(name)
+        check_store_urls(storage, tracking_uri)
+        spec = load_space(space)
+        base = apply_overrides(spec.base, parse_overrides(set_))
+        terminate = None
+        if stop_when_stalled is not None:
+            terminate = {**(spec.terminate or {}), "margin": stop_when_stalled}
+        spec = spec.with_settings(
+            base=base,
+            sampler=sampler,
+            pruner=pruner,
+            n_trials=n_trials,
+            timeout=timeout,
+            seed=seed,
+            terminate=terminate,
+        )
+        say("checking the space at its extremes: data, sizes, memory")
+        for line in preflight(spec, run_here=run):  # every check before anything is written
+            err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+        say("opening stores: Optuna storage and MLflow tracking")
+        handle = create_study(
+            name,
+            spec,
+            storage,
+            tracking_uri,
+            local_workers=workers,
+            warm_start=warm_start,
+            warm_top=warm_start_top,
+        )
     out.print(
         f"created study [bold]{name}[/] ({spec.sampler} sampler, {spec.pruner} pruner, "
-        f"{spec.n_trials} trials) in {handle.storage_url}"
+        f"{plural(spec.n_trials, 'trial')}) in {handle.storage_url}"
     )
     if run and workers > 1:
         _run_workers(handle, workers, spec.timeout)
@@ -99,21 +148,27 @@ def study_resume(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Continue a study up to its trial count."""
-    from tuner.study import load_study
-    from tuner.validate import check_run_flags
+    with Startup(STARTING) as say:
+        from tuner.study import load_study
+        from tuner.validate import check_run_flags
 
-    check_run_flags(n_trials, timeout)
-    handle = load_study(name, storage, tracking_uri)
+        check_run_flags(n_trials, timeout)
+        say("opening stores: Optuna storage and MLflow tracking")
+        handle = load_study(name, storage, tracking_uri)
     _run(handle, n_trials or handle.space.n_trials, timeout)
 
 
 def _run(handle: StudyHandle, n_trials: int, timeout: float | None) -> None:
     """Run the study in this process with progress bars, then finish it."""
-    from tuner.progress import RichReporter
+    from tuner.progress import RichReporter, best_short
+    from tuner.startup import warm_up
     from tuner.study import run_study
 
     metric = handle.space.objectives[0].metric
-    with RichReporter(n_trials, handle.finished_count(), metric, err) as reporter:
+    done, best = handle.finished_count(), best_short(handle.study)
+    with RichReporter(n_trials, done, metric, err, best) as reporter:
+        if done < n_trials:  # nothing to run: no start-up either
+            warm_up(handle.space, reporter.stage)
         run_study(handle, n_trials, timeout, reporter)
     _finish(handle)
 
@@ -147,7 +202,8 @@ def _finish(handle: StudyHandle) -> None:
     from tuner.progress import best_line
 
     line = best_line(handle.study, handle.space.objectives[0].metric)
-    out.print(f"study [bold]{handle.name}[/]: {handle.finished_count()} trials finished; {line}")
+    done = plural(handle.finished_count(), "trial")
+    out.print(f"study [bold]{handle.name}[/]: {done} finished; {line}")
     out.print(f"browse: `tuner ui`   table: `tuner study show {handle.name}`")
     try:  # the dashboard never fails the run, but a failure is said
         page = publish(handle)
@@ -173,6 +229,7 @@ def study_worker(
     (TUNER_GRACE_PERIOD seconds, default 120): its trial is failed and retried once.
     """
     from tuner.progress import LineReporter
+    from tuner.startup import warm_up
     from tuner.study import load_study, run_study
     from tuner.validate import check_run_flags
 
@@ -185,75 +242,54 @@ def study_worker(
     )
     reporter = LineReporter()
     reporter.note(f"joined study {name} ({handle.storage_url}, MLflow {handle.tracking_uri})")
+    warm_up(handle.space, reporter.stage)
     run_study(handle, timeout=timeout, reporter=reporter, fill=False)
     reporter.note(f"done: {handle.finished_count()}/{handle.space.n_trials} trials finished")
 
 
 @study_app.command("list")
 @user_errors
-def study_list(storage: StorageOpt = None) -> None:
+def study_list(storage: StorageOpt = None, format_: FormatOpt = "table") -> None:
     """List the studies in a storage."""
     from tuner.study import list_studies
+    from tuner.tableformat import check_format
+    from tuner.tables import study_table
 
+    fmt = check_format(format_)
     rows = list_studies(storage)
-    if not rows:
+    if not rows and fmt == "table":
         out.print("no studies")
         return
-    table = Table("name", "space", "sampler", "trials", "complete", "best", "created")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            str(r["space"]),
-            str(r["sampler"]),
-            f"{r['trials']}/{r['target']}",
-            str(r["complete"]),
-            num(r["best"]),
-            str(r["created"] or "")[:19],
-        )
-    out.print(table)
+    print_table(study_table(rows, every=fmt in ("csv", "json")), fmt)
 
 
 @study_app.command("show")
 @user_errors
 def study_show(
-    name: Annotated[str, typer.Argument(help="Study to show.")], storage: StorageOpt = None
+    name: Annotated[str, typer.Argument(help="Study to show.")],
+    storage: StorageOpt = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Columns to show, in order: e.g. trial,state,val_loss,learning_rate "
+            "(any param, metric, or best, duration, reason, mlflow_run_id).",
+        ),
+    ] = None,
+    format_: FormatOpt = "table",
 ) -> None:
-    """A table of a study's trials, best marked with *."""
-    from tuner.study import load_study
-    from tuner.tables import trial_rows
+    """A study's trials, most important columns first, best marked with *.
 
+    In a terminal the table fits its width; piped, it is plain aligned text. A trial pruned
+    at milestone 1 reads PRUNED@1; other reasons are numbered footnotes.
+    """
+    from tuner.study import load_study
+    from tuner.tableformat import check_format
+    from tuner.tables import trial_table
+
+    fmt = check_format(format_)
     handle = load_study(name, storage)
-    names = [p.name for p in handle.space.params]
-    table = Table(
-        "",
-        "trial",
-        "state",
-        *names,
-        "val loss",
-        "ppl",
-        "bpb",
-        "params",
-        "FLOPs",
-        "secs",
-        title=f"study {name} ({handle.space.sampler} sampler, {handle.space.pruner} pruner)",
-    )
-    for r in trial_rows(handle):
-        state = r["state"] + (
-            f" ({r['reason'][:30]})" if r["reason"] and r["state"] != "COMPLETE" else ""
-        )
-        table.add_row(
-            "*" if r["best"] else "",
-            str(r["number"]),
-            state,
-            *(num(r["params"].get(n)) for n in names),
-            num(r["val_loss"]),
-            num(r["val_perplexity"]),
-            num(r["val_bpb"]),
-            si(r["n_params"]),
-            si(r["train_flops"]),
-            num(r["duration"]),
-        )
-    out.print(table)
+    print_table(trial_table(handle, columns, every=fmt in ("csv", "json")), fmt)
 
 
 @study_app.command("delete")
@@ -291,7 +327,8 @@ def space_validate(path: Annotated[str, typer.Argument(help="Search-space YAML f
     for line in warnings:
         err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     out.print(
-        f"{path}: ok ({len(spec.params)} params, {spec.sampler} sampler, {spec.n_trials} trials)"
+        f"{path}: ok ({plural(len(spec.params), 'param')}, {spec.sampler} sampler, "
+        f"{plural(spec.n_trials, 'trial')})"
     )
 
 
@@ -304,7 +341,8 @@ def space_show(path: Annotated[str, typer.Argument(help="Search-space YAML file.
     spec = load_space(path)
     out.print(f"[bold]{spec.name}[/]: {spec.description}")
     out.print(
-        f"sampler {spec.sampler}, pruner {spec.pruner}, {spec.n_trials} trials, seed {spec.seed}, "
+        f"sampler {spec.sampler}, pruner {spec.pruner}, {plural(spec.n_trials, 'trial')}, "
+        f"seed {spec.seed}, "
         f"objective " + ", ".join(f"{o.direction} {o.metric}" for o in spec.objectives)
     )
     table = Table("param", "config path", "distribution", "grid values")

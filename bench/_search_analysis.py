@@ -1,0 +1,504 @@
+"""The figures of bench/search_efficiency.py: curves of best loss against cumulative compute,
+compute to a target read off random search, the terminator replayed, and the plot."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import Report, markdown_table, median, si, write_html
+
+OBSERVED = "warm_observation"  # tuner.records.OBSERVED: a warm start's prior observation
+
+
+@dataclass
+class TrialPoint:
+    """One finished trial of a study, with what the figures and a warm start need."""
+
+    number: int
+    state: str
+    params: dict[str, Any]
+    value: float | None
+    flops: float
+    """Training FLOPs this trial spent (a pruned trial: up to where it stopped)."""
+    tokens: int
+    curve: list[list[float]]
+    """[tokens seen, val_loss] at each milestone reached."""
+    config: dict[str, Any]
+    start: float
+    complete: float
+    """Unix seconds."""
+    seeded: bool = False
+    """Enqueued by a warm start (a config of the source study, run again here)."""
+
+
+@dataclass
+class Point:
+    """The state of a study after one more finished trial."""
+
+    trial: int
+    state: str
+    flops: float
+    wall: float
+    best: float
+
+
+@dataclass
+class Curve:
+    space: str
+    strategy: str
+    seed: int
+    raw: dict[str, Any] = field(default_factory=dict)
+    trials: list[TrialPoint] = field(default_factory=list)
+    seconds: float = 0.0
+    source_flops: float = 0.0
+    """Warm starts: the compute of the study they started from (not in `points`)."""
+
+    @classmethod
+    def of_trials(cls, space: str, strategy: str, seed: int, trials: list[Any]) -> Curve:
+        curve = cls(space, strategy, seed)
+        for t in trials:
+            if t.datetime_complete is None or t.user_attrs.get(OBSERVED):
+                continue
+            cost = t.user_attrs.get("cost", {})
+            curve.trials.append(
+                TrialPoint(
+                    number=t.number,
+                    state=t.state.name,
+                    params=dict(t.params),
+                    value=t.value if t.state.name == "COMPLETE" else None,
+                    flops=float(cost.get("train_flops", 0.0)),
+                    tokens=int(cost.get("tokens_seen", 0)),
+                    curve=[list(map(float, xy)) for xy in t.user_attrs.get("curve") or []],
+                    config=t.user_attrs.get("config") or {},
+                    start=t.datetime_start.timestamp(),
+                    complete=t.datetime_complete.timestamp(),
+                    seeded=bool(t.user_attrs.get("warm_seeded_from")),
+                )
+            )
+        return curve
+
+    @property
+    def points(self) -> list[Point]:
+        """Finished trials in completion order: cumulative FLOPs and best value so far."""
+        ordered = sorted(self.trials, key=lambda t: t.complete)
+        if not ordered:
+            return []
+        start = min(t.start for t in ordered)
+        flops, best, out = 0.0, math.inf, []
+        for t in ordered:
+            flops += t.flops
+            if t.state == "COMPLETE" and t.value is not None and math.isfinite(t.value):
+                best = min(best, t.value)
+            out.append(Point(t.number, t.state, flops, t.complete - start, best))
+        return out
+
+    @property
+    def final_best(self) -> float:
+        pts = self.points
+        return pts[-1].best if pts else math.inf
+
+    @property
+    def total_flops(self) -> float:
+        return sum(t.flops for t in self.trials)
+
+    @property
+    def pruned(self) -> int:
+        return sum(t.state == "PRUNED" for t in self.trials)
+
+    def flops_to(self, target: float) -> float:
+        """FLOPs spent when a completed trial first reached `target` (inf if none did)."""
+        for p in self.points:
+            if p.best <= target:
+                return p.flops
+        return math.inf
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "space": self.space,
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "raw": self.raw,
+            "seconds": self.seconds,
+            "source_flops": self.source_flops,
+            "trials": [asdict(t) for t in self.trials],
+            "points": [asdict(p) for p in self.points],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Curve:
+        return cls(
+            data["space"],
+            data["strategy"],
+            data["seed"],
+            data.get("raw", {}),
+            [TrialPoint(**t) for t in data["trials"]],
+            data.get("seconds", 0.0),
+            data.get("source_flops", 0.0),
+        )
+
+
+# ---------------------------------------------------------------- compute to target
+
+
+def _ratio(value: float, base: float, base_spent: float) -> tuple[float, str]:
+    if math.isfinite(value) and math.isfinite(base) and base > 0:
+        return value / base, f"{value / base:.3f}"
+    if math.isfinite(value) and base_spent > 0:
+        return value / base_spent, f"< {value / base_spent:.3f}"
+    return math.nan, "not reached"
+
+
+def report_space(curves: list[Curve], say: Report) -> dict[str, Any]:
+    """Compute to reach random search's final best loss (median over seeds), per strategy."""
+    random = [c for c in curves if c.strategy == "random"]
+    for c in curves:
+        say(
+            f"  {c.strategy:9s} seed {c.seed}: {len(c.trials)} trials ({c.pruned} pruned), best "
+            f"{c.final_best:.4f}, {si(c.total_flops, 'FLOP')}"
+            + (f" (+ source {si(c.source_flops, 'FLOP')})" if c.source_flops else "")
+            + f", {c.seconds:.0f} s"
+        )
+    if not random:
+        say("no random search: no target")
+        return {}
+    target = median([c.final_best for c in random])
+    base = median([c.flops_to(target) for c in random])
+    base_spent = median([c.total_flops for c in random])
+    say()
+    say(
+        f"target val_loss {target:.4f} = random search's final best, median of "
+        f"{len(random)} seeds ({', '.join(f'{c.final_best:.4f}' for c in random)})"
+    )
+    rows, summary = [], {}
+    for strategy in dict.fromkeys(c.strategy for c in curves):
+        mine = [c for c in curves if c.strategy == strategy]
+        to_target = [c.flops_to(target) for c in mine]
+        flops = median(to_target)
+        ratio, text = _ratio(flops, base, base_spent)
+        paired = _paired(mine, random)
+        with_source = median([f + c.source_flops for f, c in zip(to_target, mine, strict=True)])
+        summary[strategy] = {
+            "seeds": len(mine),
+            "reached": sum(math.isfinite(f) for f in to_target),
+            "flops_to_target": flops,
+            "flops_to_target_per_seed": to_target,
+            "ratio": ratio,
+            "ratio_text": text,
+            "paired_ratio": paired,
+            "ratio_with_source": _ratio(with_source, base, base_spent)[0]
+            if any(c.source_flops for c in mine)
+            else None,
+            "final_best": median([c.final_best for c in mine]),
+            "final_best_per_seed": [c.final_best for c in mine],
+            "total_flops": median([c.total_flops for c in mine]),
+            "trials": median([len(c.trials) for c in mine]),
+            "pruned": median([c.pruned for c in mine]),
+            "seconds": median([c.seconds for c in mine]),
+        }
+        s = summary[strategy]
+        rows.append(
+            [
+                strategy,
+                f"{s['reached']}/{s['seeds']}",
+                si(flops, "FLOP") if math.isfinite(flops) else "not reached",
+                text,
+                f"{paired:.3f}" if math.isfinite(paired) else "-",
+                f"{s['final_best']:.4f}",
+                si(s["total_flops"], "FLOP"),
+                f"{s['trials']:.0f} ({s['pruned']:.0f} pruned)",
+                f"{s['seconds']:.0f} s",
+            ]
+        )
+    say(
+        markdown_table(
+            [
+                "strategy",
+                "seeds reaching target",
+                "FLOPs to target (median)",
+                "x random",
+                "x random, paired by seed (median)",
+                "final best (median)",
+                "FLOPs spent (median)",
+                "trials",
+                "wall (median, noisy)",
+            ],
+            rows,
+        )
+    )
+    goals = (("tpe+hb", 0.33, "TPE + Hyperband (defaults)"), ("warm", 0.2, "warm start"))
+    for strategy, goal, label in goals:
+        if strategy not in summary:
+            continue
+        s = summary[strategy]
+        met = math.isfinite(s["ratio"]) and s["ratio"] <= goal and s["ratio_text"][0] != "<"
+        extra = ""
+        if s.get("ratio_with_source") is not None:
+            extra = f"; counting the source study's compute too: {s['ratio_with_source']:.3f}"
+        say(
+            f"goal {label} compute to random's final best <= {goal} x random: "
+            f"{s['ratio_text']} ({'met' if met else 'NOT met'}){extra}"
+        )
+    return {"target": target, "random_flops_to_target": base, "summary": summary}
+
+
+def _paired(mine: list[Curve], random: list[Curve]) -> float:
+    """Median over seeds of: FLOPs to reach random seed s's final best / random seed s's own
+    FLOPs to reach it."""
+    by_seed = {c.seed: c for c in random}
+    ratios = []
+    for c in mine:
+        r = by_seed.get(c.seed)
+        if r is None:
+            continue
+        base = r.flops_to(r.final_best)
+        ratios.append(c.flops_to(r.final_best) / base if base > 0 else math.nan)
+    return median(ratios) if ratios else math.nan
+
+
+# ---------------------------------------------------------------- terminator
+
+
+def terminator_replay(curves: list[Curve], say: Report) -> dict[str, Any]:
+    """Replay tuner's study terminator (space key `terminate`) on every finished study: after
+    each trial, would it have stopped? Report where, and what stopping there cost in loss and
+    saved in compute."""
+    try:
+        from tuner.terminator import replay
+    except ImportError:
+        return {}
+    out: dict[str, Any] = {}
+    rows = []
+    for c in curves:
+        if c.strategy not in ("random", "tpe+hb"):
+            continue
+        for margin in (0.01, 0.03):
+            stop = replay(c.raw, c.trials, {"margin": margin})
+            pts = c.points
+            if stop is None:
+                rows.append([c.strategy, c.seed, margin, "never", "-", "-", "-"])
+                out[f"{c.strategy}-{c.seed}-{margin}"] = None
+                continue
+            at = next(i for i, p in enumerate(pts) if p.trial == stop)
+            lost = pts[at].best - c.final_best
+            saved = 1 - pts[at].flops / c.total_flops
+            rows.append(
+                [
+                    c.strategy,
+                    c.seed,
+                    margin,
+                    f"after trial {at + 1} of {len(pts)}",
+                    f"{pts[at].best:.4f}",
+                    f"{lost:+.4f}",
+                    f"{saved:.0%}",
+                ]
+            )
+            out[f"{c.strategy}-{c.seed}-{margin}"] = {
+                "stop_after": at + 1,
+                "best_at_stop": pts[at].best,
+                "final_best": c.final_best,
+                "compute_saved": saved,
+            }
+    if rows:
+        say()
+        say("study terminator (`terminate: {margin: M}`) replayed on these studies:")
+        say(
+            markdown_table(
+                [
+                    "strategy",
+                    "seed",
+                    "margin",
+                    "would stop",
+                    "best then",
+                    "vs final best",
+                    "compute saved",
+                ],
+                rows,
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------- plot
+
+
+COLORS = {
+    "random": "#7f7f7f",
+    "grid": "#1f77b4",
+    "tpe": "#2ca02c",
+    "tpe+hb": "#d62728",
+    "tpe+hb-v0": "#ff7f0e",
+    "warm": "#9467bd",
+}
+
+
+def plot(curves: list[Curve]) -> Path | None:
+    """Best val loss against cumulative training FLOPs, a panel per space, a line per study."""
+    try:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+    except ImportError:
+        return None
+    spaces = list(dict.fromkeys(c.space for c in curves))
+    fig = make_subplots(rows=1, cols=len(spaces), subplot_titles=spaces)
+    for col, space in enumerate(spaces, start=1):
+        for c in (c for c in curves if c.space == space):
+            pts = [p for p in c.points if math.isfinite(p.best)]
+            fig.add_trace(
+                go.Scatter(
+                    x=[p.flops for p in pts],
+                    y=[p.best for p in pts],
+                    mode="lines+markers",
+                    line={"shape": "hv", "color": COLORS.get(c.strategy, "#17becf")},
+                    name=f"{space} {c.strategy} seed {c.seed}",
+                    legendgroup=c.strategy,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(type="log", title_text="training FLOPs (cumulative)", row=1, col=col)
+        fig.update_yaxes(title_text="best val_loss", row=1, col=col)
+    fig.update_layout(title="Best validation loss vs cumulative training compute")
+    return write_html(fig, "search_efficiency")
+
+
+def spread(values: list[float]) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    return f"{statistics.pstdev(finite):.3f}" if len(finite) > 1 else "-"
+
+
+# ---------------------------------------------------------------- pruners replayed
+
+
+PRUNER_VARIANTS: dict[str, dict[str, Any]] = {
+    "none": {"name": "none"},
+    "hyperband r1 eta3 (default)": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3},
+    "hyperband r1 eta2": {"name": "hyperband", "min_resource": 1, "reduction_factor": 2},
+    "hyperband r2 eta3": {"name": "hyperband", "min_resource": 2, "reduction_factor": 3},
+    "successive-halving r1 eta3": {"name": "successive-halving", "min_resource": 1},
+    "successive-halving r1 eta2": {
+        "name": "successive-halving",
+        "min_resource": 1,
+        "reduction_factor": 2,
+    },
+    "successive-halving r3 eta3": {"name": "successive-halving", "min_resource": 3},
+    "median (warm-up 1)": {"name": "median"},
+}
+
+
+def replay_pruner(curve: Curve, pruner_raw: dict[str, Any]) -> Curve:
+    """Random search with a pruner, replayed exactly from a random search without one: the
+    random sampler's draws do not depend on pruning, so each trial is the same, cut where the
+    pruner (Optuna's own, fed the recorded milestone losses in order) would have cut it.
+    A cut trial is charged the FLOPs of the milestones it reached."""
+    import optuna
+
+    from tuner.samplers import make_pruner
+    from tuner.space import parse_space
+
+    space = parse_space({**curve.raw, "pruner": pruner_raw})
+    study = optuna.create_study(study_name=f"replay-{curve.seed}", pruner=make_pruner(space))
+    dists = space.distributions()
+    out = Curve(curve.space, curve.strategy, curve.seed, curve.raw)
+    for t in sorted(curve.trials, key=lambda t: t.complete):
+        study.enqueue_trial(t.params)
+        trial = study.ask({k: dists[k] for k in t.params})
+        kept = len(t.curve)
+        for step, (_, loss) in enumerate(t.curve):
+            trial.report(loss, step)
+            if step < len(t.curve) - 1 and trial.should_prune():
+                kept = step + 1
+                break
+        full = kept == len(t.curve) and t.state == "COMPLETE"
+        state = "COMPLETE" if full else "PRUNED"
+        study.tell(trial, t.value if full else None, state=optuna.trial.TrialState[state])
+        share = kept / max(len(t.curve), 1)
+        out.trials.append(
+            TrialPoint(
+                t.number,
+                state,
+                t.params,
+                t.value if full else None,
+                t.flops * share,
+                int(t.tokens * share),
+                t.curve[:kept],
+                t.config,
+                t.start,
+                t.complete,
+            )
+        )
+    return out
+
+
+def pruner_replays(curves: list[Curve], target: float, say: Report) -> dict[str, Any]:
+    """Every pruner variant on every random study: compute to the target, final best, and how
+    often the pruner cut the trial that would have been best."""
+    random = [c for c in curves if c.strategy == "random" and c.raw]
+    if not random:
+        return {}
+    base = median([c.flops_to(target) for c in random])
+    rows, out = [], {}
+    for label, raw in PRUNER_VARIANTS.items():
+        replays = [replay_pruner(c, raw) for c in random]
+        flops = median([r.flops_to(target) for r in replays])
+        lost = sum(r.final_best > c.final_best + 1e-9 for r, c in zip(replays, random, strict=True))
+        spent = median(
+            [r.total_flops / c.total_flops for r, c in zip(replays, random, strict=True)]
+        )
+        out[label] = {"flops_to_target": flops, "best_cut": lost, "spent_share": spent}
+        rows.append(
+            [
+                label,
+                si(flops, "FLOP") if math.isfinite(flops) else "not reached",
+                f"{flops / base:.3f}" if math.isfinite(flops) and base > 0 else "-",
+                f"{spent:.2f}",
+                f"{median([r.final_best for r in replays]):.4f}",
+                f"{lost}/{len(random)}",
+            ]
+        )
+    say()
+    say(
+        f"pruners replayed on the random studies (same trials, cut where each pruner cuts), "
+        f"target {target:.4f}:"
+    )
+    say(
+        markdown_table(
+            [
+                "random + pruner",
+                "FLOPs to target",
+                "x random",
+                "compute spent / random's",
+                "final best (median)",
+                "seeds whose best trial it cut",
+            ],
+            rows,
+        )
+    )
+    return out
+
+
+def rank_correlations(curves: list[Curve], say: Report) -> list[float]:
+    """Spearman correlation, over random search's complete trials, of the loss at each
+    milestone with the final loss: how much an early cut can trust what it sees."""
+    from scipy.stats import spearmanr
+
+    full = [
+        t.curve
+        for c in curves
+        if c.strategy == "random"
+        for t in c.trials
+        if t.state == "COMPLETE" and t.curve
+    ]
+    if len(full) < 5:
+        return []
+    m = min(len(cv) for cv in full)
+    final = [cv[-1][1] for cv in full]
+    rhos = [float(spearmanr([cv[k][1] for cv in full], final).statistic) for k in range(m)]
+    say(
+        f"rank correlation of the loss at milestone k with the final loss ({len(full)} random "
+        f"trials): " + ", ".join(f"{k + 1}: {r:.2f}" for k, r in enumerate(rhos))
+    )
+    return rhos

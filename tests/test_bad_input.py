@@ -8,8 +8,10 @@ study made once per module (`existing`), whose home is compared file by file bef
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -357,15 +359,25 @@ FILE_CASES: list[tuple[str, tuple[str, ...], Any, str]] = [
 
 
 def home_state() -> dict[str, str]:
-    """Every file under TUNER_HOME with a hash of its content (empty if there is no home)."""
+    """Every file under TUNER_HOME with a hash of its content (empty if there is no home).
+
+    A SQLite database in WAL mode is hashed by its rows (a reader may checkpoint the log
+    into the file, or touch its -shm index, without changing any data)."""
     root = stores.home()
     if not root.exists():
         return {}
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        str(p.relative_to(root)): hashlib.sha256(_content(p)).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
     }
+
+
+def _content(path: Path) -> bytes:
+    if path.suffix != ".db":
+        return path.read_bytes()
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        return "\n".join(con.iterdump()).encode()
 
 
 def write(path: Path, content: Any) -> str:

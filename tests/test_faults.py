@@ -185,7 +185,7 @@ def test_space_validate_warns_for_a_huge_sequence_length(tmp_path):
     result = cli("space", "validate", str(space))
     assert result.exit_code == 0, result.output
     assert "warning: the largest point (params at seq_len=10000000)" in result.output
-    assert "ok (1 params" in result.output
+    assert "ok (1 param," in result.output
 
 
 # ---------------------------------------------------------------- broken stores

@@ -188,10 +188,6 @@ GOOD_HEAD = "name: b\nsampler: random\nbase: {train: {tokens: 8192}}\n"
             ["--space", "@" + GOOD_HEAD, "--storage", "nosuchdb://x/y"],
             "--storage nosuchdb://x/y: cannot open storage",
         ),
-        (
-            ["--space", "@" + GOOD_HEAD, "--storage", "postgresql://127.0.0.1:1/none"],
-            "cannot open storage",
-        ),
         (["--space", "@" + GOOD_HEAD, "--tracking-uri", "ftp://x"], "--tracking-uri 'ftp://x'"),
         (["--space", "@" + GOOD_HEAD, "--sampler", "magic"], "sampler: unknown sampler 'magic'"),
     ],

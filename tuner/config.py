@@ -281,6 +281,7 @@ class RunConfig:
             "optim.name",
             f"mup's learning-rate rules are for adamw, not {self.optim.name}",
         )
+        _check(0 <= self.seed <= 2**32 - 1, "seed", "must be between 0 and 2**32 - 1")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

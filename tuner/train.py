@@ -32,6 +32,7 @@ from tuner.device import (
 )
 from tuner.errors import ConfigError
 from tuner.evaluate import evaluate
+from tuner.memory import require_fit
 from tuner.models import build_model, count_params, flops_per_token, logits, max_positions
 from tuner.pipeline import BatchStream, LossBook, is_async
 from tuner.pipeline import sample_batch as sample_batch  # where callers have always found it
@@ -202,6 +203,9 @@ def train_run(
     apply_memory_fraction(device)
     autocast = autocast_for(tc.precision, device)
     torch.manual_seed(config.seed)
+    if init_model is None:  # fail before allocating anything large (tuner.memory)
+        check_split(data, tc.seq_len)
+        require_fit(config, data.vocab_size, device.type)
     model = (
         init_model
         if init_model is not None
@@ -381,5 +385,10 @@ def check_fits(model: nn.Module, data: TokenData, seq_len: int) -> None:
     positions = max_positions(model)
     if positions is not None and seq_len > positions:
         raise ConfigError(f"train.seq_len: {seq_len} is beyond the model's range of {positions}")
+    check_split(data, seq_len)
+
+
+def check_split(data: TokenData, seq_len: int) -> None:
+    """The training split must hold one sequence (checked before a model is built)."""
     if len(data.train) <= seq_len + 1:
         raise ConfigError(f"train.seq_len: {seq_len} is longer than the training split")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from tuner.cli import model, results, tools
+from tuner.cli.common import OneLineGroup
 from tuner.cli.mup import mup_app
 from tuner.cli.scaling import scaling_app
 from tuner.cli.study import space_app, study_app
@@ -19,6 +20,7 @@ app = typer.Typer(
     "MLflow tracking.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=OneLineGroup,
 )
 
 

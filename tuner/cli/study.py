@@ -100,8 +100,12 @@ def study_create(
         from tuner.config import apply_overrides, parse_overrides
         from tuner.space import load_space
         from tuner.spawn import check_placement
+        from tuner.stores import check_study_name
         from tuner.study import create_study
+        from tuner.validate import check_store_urls, preflight
 
+        check_study_name(name)
+        check_store_urls(storage, tracking_uri)
         spec = load_space(space)
         base = apply_overrides(spec.base, parse_overrides(set_))
         terminate = None
@@ -117,6 +121,9 @@ def study_create(
             terminate=terminate,
         )
         devices = check_placement(spec, workers, gpus)  # before anything is written
+        say("checking the space at its extremes: data, sizes, memory")
+        for line in preflight(spec, run_here=run):  # every check before anything is written
+            err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
         say("opening stores: Optuna storage and MLflow tracking")
         handle = create_study(
             name,
@@ -153,7 +160,9 @@ def study_resume(
     """Continue a study up to its trial count."""
     with Startup(STARTING) as say:
         from tuner.study import load_study
+        from tuner.validate import check_run_flags
 
+        check_run_flags(n_trials, timeout)
         say("opening stores: Optuna storage and MLflow tracking")
         handle = load_study(name, storage, tracking_uri)
     _run(handle, n_trials or handle.space.n_trials, timeout)
@@ -245,7 +254,9 @@ def study_worker(
     from tuner.progress import LineReporter
     from tuner.startup import warm_up
     from tuner.study import load_study, run_study
+    from tuner.validate import check_run_flags
 
+    check_run_flags(None, timeout)
     if workers > 1 or gpus is not None:  # K processes here, each a plain worker
         from tuner.spawn import check_placement, start_workers, wait_workers
 
@@ -321,13 +332,21 @@ def study_show(
 @study_app.command("delete")
 @user_errors
 def study_delete(
-    name: Annotated[str, typer.Argument(help="Study to delete.")], storage: StorageOpt = None
+    name: Annotated[str, typer.Argument(help="Study to delete.")],
+    storage: StorageOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Delete even with trials running: they are failed, their runs ended."
+        ),
+    ] = False,
 ) -> None:
-    """Delete a study and its MLflow experiment."""
+    """Delete a study and its MLflow experiment (refused while trials run, unless --force)."""
     from tuner.study import delete_study
 
-    delete_study(name, storage)
-    out.print(f"deleted study {name}")
+    stopped = delete_study(name, storage, force=force)
+    note = f" (stopped running trials {', '.join(map(str, stopped))})" if stopped else ""
+    out.print(f"deleted study {name}{note}")
 
 
 @space_app.command("validate")
@@ -335,8 +354,15 @@ def study_delete(
 def space_validate(path: Annotated[str, typer.Argument(help="Search-space YAML file.")]) -> None:
     """Check a search-space file; exit 2 with the first problem."""
     from tuner.space import load_space
+    from tuner.validate import check_space
 
     spec = load_space(path)
+    try:
+        warnings = check_space(spec)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    for line in warnings:
+        err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     out.print(
         f"{path}: ok ({plural(len(spec.params), 'param')}, {spec.sampler} sampler, "
         f"{plural(spec.n_trials, 'trial')})"

@@ -34,6 +34,14 @@ StorageOpt = Annotated[
         "(default: sqlite:///mlruns/optuna.db; a path ending in .log is a journal file).",
     ),
 ]
+GpusOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpus",
+        help="CUDA devices to spread the workers over, round robin (e.g. 0,1); "
+        "workers that share a device split its memory.",
+    ),
+]
 TrackingOpt = Annotated[
     str | None,
     typer.Option(

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tuner.cli.common import (
     FormatOpt,
+    GpusOpt,
     Startup,
     StorageOpt,
     TrackingOpt,
@@ -67,14 +68,7 @@ def study_create(
             help="Worker processes to run on this machine (default storage then: a journal file).",
         ),
     ] = 1,
-    gpus: Annotated[
-        str | None,
-        typer.Option(
-            "--gpus",
-            help="CUDA devices to spread the workers over, round robin (e.g. 0,1); "
-            "workers that share a device split its memory.",
-        ),
-    ] = None,
+    gpus: GpusOpt = None,
     warm_start: Annotated[
         str | None,
         typer.Option(
@@ -237,14 +231,7 @@ def study_worker(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Worker processes to start on this machine.")
     ] = 1,
-    gpus: Annotated[
-        str | None,
-        typer.Option(
-            "--gpus",
-            help="CUDA devices to spread the workers over, round robin (e.g. 0,1); "
-            "workers that share a device split its memory.",
-        ),
-    ] = None,
+    gpus: GpusOpt = None,
 ) -> None:
     """Join a study from any machine; run its queued trials until none is left.
 

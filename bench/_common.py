@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("TUNER_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+"""Where results land: bench/results, or $TUNER_BENCH_RESULTS (bench/gpu_check.sh's folder)."""
 SHARED_CACHE = Path(tempfile.gettempdir()) / "tuner-bench-cache"
 
 

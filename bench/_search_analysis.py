@@ -262,14 +262,37 @@ def _paired(mine: list[Curve], random: list[Curve]) -> float:
 # ---------------------------------------------------------------- terminator
 
 
+def replay(space_raw: dict[str, Any], trials: list[Any], settings: dict[str, Any]) -> Any:
+    """The number of the trial after which tuner.terminator's verdict would have stopped a
+    finished study (None if never), replayed in the order its trials finished."""
+    import optuna
+
+    from tuner.space import parse_space
+    from tuner.terminator import verdict
+
+    space = parse_space(space_raw)
+    dists = space.distributions()
+    minimize = space.objectives[0].direction == "minimize"
+    frozen = []
+    for t in sorted(trials, key=lambda t: t.complete):
+        state = optuna.trial.TrialState[t.state]
+        frozen.append(
+            optuna.trial.create_trial(
+                state=state,
+                value=t.value if state == optuna.trial.TrialState.COMPLETE else None,
+                params=t.params,
+                distributions={k: dists[k] for k in t.params},
+            )
+        )
+        if verdict(frozen, minimize, settings, seed=len(frozen)):
+            return t.number
+    return None
+
+
 def terminator_replay(curves: list[Curve], say: Report) -> dict[str, Any]:
     """Replay tuner's study terminator (space key `terminate`) on every finished study: after
     each trial, would it have stopped? Report where, and what stopping there cost in loss and
     saved in compute."""
-    try:
-        from tuner.terminator import replay
-    except ImportError:
-        return {}
     out: dict[str, Any] = {}
     rows = []
     for c in curves:

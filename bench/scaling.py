@@ -12,11 +12,14 @@ Section 2, recovery: data drawn from L = 1.7 + 400/N^0.34 + 410/D^0.28 with log-
 fitted over several seeds: errors of alpha, beta and E, how often the bootstrap intervals cover
 the truth, approach 2's exponents on IsoFLOP sweeps, and the recommended N against the law's.
 
-Section 3, end to end (fit IsoFLOP budgets on the built-in corpus, train the recommended model
-at 4 x C_max, compare predicted and achieved loss): not written yet, see `end_to_end`.
+Section 3, end to end: an IsoFLOP study on the built-in corpus (character tokenizer, one
+epoch) up to C_max, fitted; the recommended model trained at 4 x C_max with `tuner train`, its
+predicted final validation loss against the achieved one, and the recommended N against a
+3-point sweep of N at that budget (see _scaling_e2e.py).
 
-  python bench/scaling.py --quick   # ~1 min: 1 timing repeat, 3 recovery seeds
-  python bench/scaling.py           # ~4 min: 3 timing repeats, 10 recovery seeds
+  python bench/scaling.py --quick   # 1 timing repeat, 3 recovery seeds, C_max 6e10 (~15 min)
+  python bench/scaling.py           # 3 timing repeats, 10 recovery seeds, C_max 6e11 (hours)
+  python bench/scaling.py --sections end_to_end --quick   # one section
 """
 
 from __future__ import annotations
@@ -286,14 +289,17 @@ def recovery(args: argparse.Namespace, say: Report) -> dict[str, Any]:
 
 
 def end_to_end(args: argparse.Namespace, say: Report) -> dict[str, Any]:
-    """TODO (needs `tuner scaling create` and the study fit): run IsoFLOP budgets up to C_max
-    on the built-in corpus (byte or char tokenizer, one epoch), fit, recommend at 4 x C_max,
-    train that recipe with `tuner train`, and report predicted vs achieved final validation
-    loss (goal: within 2 %) and the recommended N against a 3-point sweep of N at 4 x C_max
-    (goal: at least as good as its best)."""
+    """Fit IsoFLOP budgets up to C_max on the built-in corpus, train the recommended model at
+    4 x C_max and a 3-point sweep of N there (see _scaling_e2e.py)."""
+    from _common import use_temp_stores
+    from _scaling_e2e import end_to_end as run
+
     say()
-    say("## 3. end to end: not measured yet (needs the IsoFLOP study; see end_to_end())")
-    return {"measured": False}
+    say(f"## 3. end to end on the built-in corpus ({'quick' if args.quick else 'full'})")
+    return run(args.quick, say, use_temp_stores("scaling-e2e"))
+
+
+SECTIONS = {"speed": speed, "recovery": recovery, "end_to_end": end_to_end}
 
 
 def lscpu_model() -> str:
@@ -321,7 +327,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recovery-bootstrap", type=int, default=100)
     p.add_argument("--naive-resamples", type=int, default=3)
     p.add_argument("--naive-starts", type=int, default=5)
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {', '.join(SECTIONS)}",
+    )
     args = p.parse_args(argv)
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"--sections: unknown {sorted(unknown)}; one of {', '.join(SECTIONS)}")
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.seeds = args.seeds or (3 if args.quick else 10)
     return args
@@ -337,10 +352,12 @@ def main(argv: list[str] | None = None) -> None:
     say(f"machine: {machine_line(info)}")
     say()
     payload = {"args": vars(args), "machine": info}
-    payload["speed"] = speed(args, say)
-    payload["recovery"] = recovery(args, say)
-    payload["end_to_end"] = end_to_end(args, say)
-    name = "scaling" + ("-quick" if args.quick else "")
+    for section in args.sections:
+        payload[section] = SECTIONS[section](args, say)
+    name = "scaling"
+    if args.sections != list(SECTIONS):
+        name += "-" + "-".join(s.replace("_", "") for s in args.sections)
+    name += "-quick" if args.quick else ""
     path = save_results(name, payload, say.text)
     print(f"wrote {path} and {path.with_suffix('.json')}")
 

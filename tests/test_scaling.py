@@ -252,6 +252,23 @@ def test_shape_rule_counts_match_built_models(arch):
         assert rule.aspect_ratio / 2 <= aspect <= rule.aspect_ratio * 2
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_shape_rule_with_a_fixed_depth(arch):
+    rule = ShapeRule(arch, head_dim=8, n_layer=2)
+    widths = []
+    for target in (2e3, 5e3, 2e4, 8e4):
+        model_cfg = rule.shape(target)
+        assert model_cfg.n_layer == 2 and model_cfg.d_model % 8 == 0
+        n = rule.params(2, model_cfg.d_model)
+        _, non_embedding = count_params(build_model(model_cfg, vocab_size=100, seq_len=16))
+        assert non_embedding == n
+        layers, width = rule.continuous(n)  # the inverse of params at a fixed depth
+        assert float(layers) == 2 and float(width) == pytest.approx(model_cfg.d_model)
+        widths.append(model_cfg.d_model)
+    assert widths == sorted(widths) and len(set(widths)) == 4
+    assert rule.smallest_params() == rule.params(2, 8)
+
+
 def test_tuner_compute_model_tracks_flops_per_token():
     """The smooth FLOP curve the recommendation uses stays close to the exact count of the
     shapes the rule builds."""

@@ -48,6 +48,15 @@ def test_a_study_tuned_on_a_task_metric(isolated_stores: Path):
     page = Path("dashboards/lines.html").read_text()
     assert 'id="fig-tasks"' in page and "lines chrf" in page
 
+    result = cli("study", "show", "lines", "--format", "csv")  # every task score, raw
+    assert result.exit_code == 0, result.output
+    header, *rows = result.output.strip().splitlines()
+    column = header.split(",").index("task.lines.token_accuracy")
+    recorded = trials[0].user_attrs["metrics"]["task.lines.token_accuracy"]
+    assert float(rows[0].split(",")[column]) == recorded
+    result = cli("study", "show", "lines", "--columns", "trial,task.lines.bleu")
+    assert result.exit_code == 0 and "lines bleu" in result.output, result.output
+
     result = cli("export", "lines", "-o", "best.yaml")
     assert result.exit_code == 0, result.output
     prov = yaml.safe_load(Path("best.yaml").read_text())["provenance"]

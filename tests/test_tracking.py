@@ -184,7 +184,7 @@ def mlflow_server(tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # a loaded 2-core machine
         while time.time() < deadline:
             try:
                 urllib.request.urlopen(url + "/health", timeout=2)
@@ -243,7 +243,7 @@ def test_tuner_ui_serves_the_store_on_loopback(tmp_path):
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # a loaded 2-core machine
         while time.time() < deadline:
             try:
                 body = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()

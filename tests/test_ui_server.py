@@ -19,7 +19,10 @@ from tests.test_tracking import _free_port
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a new server could listen on the port now (servers set SO_REUSEADDR, so a
+    closed connection's TIME_WAIT does not count; a process still listening does)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

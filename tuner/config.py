@@ -130,6 +130,11 @@ class ModelConfig:
     d_ff: int = 0
     dropout: float = 0.0
     """Applied at every dropout site of the architecture."""
+    parametrization: Literal["sp", "mup"] = "sp"
+    """`sp` (standard) or `mup`: μP, under which a learning rate tuned at `base_width` stays
+    optimal at other widths (gpt2 and llama; see tuner/mup.py)."""
+    base_width: int = 0
+    """The d_model that μP scales from, i.e. the tuned proxy's width (0 = this model's own)."""
 
     def __post_init__(self) -> None:
         _check(
@@ -145,6 +150,23 @@ class ModelConfig:
                 self.n_layer > 0 and self.d_model > 0,
                 "model.size",
                 "'custom' needs n_layer and d_model",
+            )
+        _check(self.base_width >= 0, "model.base_width", "must be >= 0")
+        _check(
+            self.parametrization == "sp" or self.arch in ("gpt2", "llama"),
+            "model.parametrization",
+            f"mup is defined for gpt2 and llama, not {self.arch}",
+        )
+        if self.parametrization == "mup" and self.base_width:
+            preset = SIZE_PRESETS.get(self.size, Shape(0, 0, 0, 0))
+            d_model, n_head = self.d_model or preset.d_model, self.n_head or preset.n_head or 1
+            head_dim = max(1, d_model // n_head)
+            _check(
+                self.base_width % head_dim == 0,
+                "model.base_width",
+                f"{self.base_width} is not a multiple of the head dim {head_dim} "
+                f"(d_model {d_model} / n_head {n_head}), so the base model "
+                "would not have whole heads",
             )
 
 
@@ -192,8 +214,9 @@ class TrainConfig:
     """Sequences per optimizer step."""
     seq_len: int = 128
     """Tokens per sequence; also the model's positional range."""
-    micro_batch_size: int = 0
-    """Cap on sequences per forward pass; larger batches accumulate gradients (0 = no cap)."""
+    micro_batch_size: int | Literal["auto"] = 0
+    """Cap on sequences per forward pass; larger batches accumulate gradients (0 = no cap;
+    auto = the largest divisor of the batch that fits the GPU, found once and cached)."""
     tokens: int = 200_000
     """Training budget in tokens; steps = tokens / (batch_size * seq_len)."""
     flops: float = 0.0
@@ -217,7 +240,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "milestones", "eval_tokens", "eval_batch_size"):
             _check(getattr(self, name) > 0, f"train.{name}", "must be > 0")
-        _check(self.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0")
+        _check(
+            self.micro_batch_size == "auto" or self.micro_batch_size >= 0,
+            "train.micro_batch_size",
+            "must be >= 0 or auto",
+        )
         _check(self.tokens > 0 or self.flops > 0, "train.tokens", "a budget must be > 0")
         _check(self.diverge_factor > 1, "train.diverge_factor", "must be > 1")
 
@@ -247,6 +274,14 @@ class RunConfig:
     cost: CostConfig = field(default_factory=CostConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.model.parametrization == "sp" or self.optim.name == "adamw",
+            "optim.name",
+            f"mup's learning-rate rules are for adamw, not {self.optim.name}",
+        )
+        _check(0 <= self.seed <= 2**32 - 1, "seed", "must be between 0 and 2**32 - 1")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -243,7 +243,16 @@ def load_token_data(
         with file_lock(root / f"{key}.lock"):  # others wait here, then find it built
             if not (final / "meta.json").is_file():
                 _build(data, tokenizer, final, tokenizer_file)
-    return _open(final)
+    try:
+        return _open(final)
+    except _DAMAGED:  # a damaged entry is derived data: built again
+        with file_lock(root / f"{key}.lock"):
+            try:
+                return _open(final)  # another process rebuilt it meanwhile
+            except _DAMAGED:
+                shutil.rmtree(final, ignore_errors=True)
+                _build(data, tokenizer, final, tokenizer_file)
+        return _open(final)
 
 
 def _build(
@@ -277,12 +286,23 @@ def _build(
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
+# What reading a truncated, emptied or overwritten cache entry raises (np.load: EOFError).
+_DAMAGED = (OSError, ValueError, KeyError, TypeError, EOFError)
+
+
 def _open(root: Path) -> TokenData:
+    """The arrays of a built entry, checked against its meta.json (cheap: sizes, not values)."""
     meta = json.loads((root / "meta.json").read_text())
     arrays = {name: np.load(root / f"{name}.npy", mmap_mode="r") for name in SPLITS}
-    return TokenData(
-        root=root,
-        token_bytes=np.load(root / "token_bytes.npy"),
-        vocab_size=int(meta["vocab_size"]),
-        **arrays,
-    )
+    token_bytes = np.load(root / "token_bytes.npy")
+    vocab_size = int(meta["vocab_size"])
+    for name, ids in arrays.items():
+        if (
+            ids.ndim != 1
+            or ids.dtype.kind not in "iu"
+            or ids.size != meta["splits"][name]["tokens"]
+        ):
+            raise ValueError(f"{root / name}.npy does not match meta.json")
+    if token_bytes.shape != (vocab_size,) or not (root / "tokenizer.json").is_file():
+        raise ValueError(f"{root} is incomplete")
+    return TokenData(root=root, token_bytes=token_bytes, vocab_size=vocab_size, **arrays)

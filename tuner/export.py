@@ -8,7 +8,7 @@ and the file is replaced atomically.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,8 @@ class Pick:
     metric: str
     direction: str
     value: float
+    warning: str = ""
+    """Empty, or why the exported recipe may not carry the trial's result (see at_width)."""
 
 
 def _within(value: Any, bound: float | None) -> bool:
@@ -232,8 +234,12 @@ def export_best(
     metric: str | None = None,
     constraints: Constraints = Constraints(),
     storage_url: str | None = None,
+    width: int | None = None,
+    params: float | None = None,
 ) -> tuple[Path, Pick]:
-    """Pick a trial of study `name` and write its config; returns the file and the pick."""
+    """Pick a trial of study `name` and write its config; returns the file and the pick.
+    With `width` (d_model) or `params` (non-embedding), the same recipe at that width
+    (`tuner.width.at_width`: under μP the tuned learning rate carries over)."""
     from tuner.study import load_study
 
     path = check_output(Path(output))
@@ -241,5 +247,11 @@ def export_best(
     objective_metrics = [o.metric for o in handle.space.objectives]
     pick = pick_trial(handle.study, objective_metrics, trial, metric, constraints)
     prov = provenance(pick, handle.name, handle.storage_url, handle.tracking_uri, constraints)
+    if width is not None or params is not None:  # the recipe at another width
+        from tuner.width import at_width, describe_transfer
+
+        moved = at_width(pick.config, width, None if params is None else int(params))
+        prov["width_transfer"] = describe_transfer(pick.config, moved.config)
+        pick = replace(pick, config=moved.config, warning=moved.warning)
     atomic_write(path, render(pick.config, prov))
     return path, pick

@@ -65,6 +65,8 @@ class FinalResult:
     version: str
     init_val: dict[str, float] = field(default_factory=dict)
     """Validation metrics of the `--init-from` model before fine-tuning (empty otherwise)."""
+    prediction: dict[str, Any] = field(default_factory=dict)
+    """A scaling recipe's predicted val_loss beside the achieved one (`compare_prediction`)."""
 
 
 # ---------------------------------------------------------------- config and names
@@ -75,6 +77,27 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
     data = load_yaml(path)
     prov = data.get("provenance") if isinstance(data, dict) else None
     return prov if isinstance(prov, dict) else {}
+
+
+def compare_prediction(
+    prov: dict[str, Any], val: dict[str, float], cost: dict[str, Any]
+) -> dict[str, Any]:
+    """The val_loss a scaling recipe predicted (`tuner scaling recommend -o`) beside the one
+    achieved; compared only if the run trained the parameters and tokens it was made for."""
+    pred = prov.get("prediction")
+    if not isinstance(pred, dict) or "val_loss" not in pred or "val_loss" not in val:
+        return {}
+    predicted, achieved = float(pred["val_loss"]), float(val["val_loss"])
+    return {
+        "predicted": predicted,
+        "interval": pred.get("interval"),
+        "achieved": achieved,
+        "error": achieved / predicted - 1.0,
+        "comparable": cost.get("n_params_non_embedding") == pred.get("params")
+        and cost.get("tokens_seen") == pred.get("tokens"),
+        "params": pred.get("params"),
+        "tokens": pred.get("tokens"),
+    }
 
 
 def final_config(
@@ -295,6 +318,10 @@ def _train_and_save(
         test |= tasks.flat()
         result.cost["task_seconds"] = tasks.total_seconds
     figures = {k: result.cost[k] for k in LOGGED_COST if k in result.cost}
+    prediction = compare_prediction(prov, result.metrics, result.cost)
+    if prediction.get("comparable"):  # a scaling recipe: how far its prediction was off
+        figures |= {"predicted_val_loss": prediction["predicted"]}
+        figures |= {"prediction_error": prediction["error"]}
     run.log_metrics(test | figures, step=int(result.cost["tokens_seen"]))
     metrics = {"val": result.metrics, "test": test, "init_val": init_val, "cost": result.cost}
     folder_prov = {
@@ -325,6 +352,7 @@ def _train_and_save(
         registered_name,
         model_version,
         init_val,
+        prediction,
     )
 
 

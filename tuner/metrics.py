@@ -50,6 +50,15 @@ _COST = (
     Metric("eval_seconds", "evaluation time (s)", "eval s", source="cost", objective=False),
     Metric("task_seconds", "downstream task time (s)", "task s", source="cost", objective=False),
     Metric("mfu", "model FLOPs utilisation", "MFU", "maximize", "cost", objective=False),
+    Metric("mfu_palm", "MFU, PaLM's FLOP count", "MFU PaLM", "maximize", "cost", objective=False),
+    Metric(
+        "mfu_palm_datasheet",
+        "MFU, PaLM count, data-sheet peak",
+        "MFU sheet",
+        "maximize",
+        "cost",
+        objective=False,
+    ),
     Metric("peak_memory_bytes", "peak memory (bytes)", "memory", source="cost", objective=False),
 )
 REGISTRY: dict[str, Metric] = {m.name: m for m in _EVAL + _COST}

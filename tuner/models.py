@@ -76,7 +76,7 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int) -> nn.Module:
             bos_token_id=0,
             eos_token_id=0,
         )
-        return GPT2LMHeadModel(hf)
+        return _parametrize(GPT2LMHeadModel(hf), cfg)
     if cfg.arch == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -94,8 +94,17 @@ def build_model(cfg: ModelConfig, vocab_size: int, seq_len: int) -> nn.Module:
             eos_token_id=0,
             pad_token_id=None,
         )
-        return LlamaForCausalLM(hf)
+        return _parametrize(LlamaForCausalLM(hf), cfg)
     return RecurrentLM(cfg.arch, vocab_size, shape, cfg.dropout)
+
+
+def _parametrize(model: nn.Module, cfg: ModelConfig) -> nn.Module:
+    """SP as transformers builds it, or its μP form (tuner/mup.py)."""
+    if cfg.parametrization != "mup":
+        return model
+    from tuner.mup import apply_mup
+
+    return apply_mup(model, cfg.base_width)
 
 
 def logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,14 @@
 
 Failure is data: a diverged or pruned trial ends PRUNED with its reason, an out-of-memory or
 any other exception ends it FAILED with the reason (and traceback in MLflow), and the study
-goes on. Whatever happens, the trial's MLflow run is ended.
+goes on. Whatever happens, the trial's MLflow run is ended. A store that fails is not the
+trial's fault: the trial ends FAIL "store failed: ..." (it does not count) and the study stops
+with that one line (`failure`, read by tuner.queue).
 """
 
 from __future__ import annotations
 
+import contextlib
 import traceback as tb
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +21,12 @@ from torch import nn
 from tuner import metrics, records
 from tuner.config import RunConfig
 from tuner.data import TokenData, load_token_data
+from tuner.errors import StoreError
+from tuner.failures import as_store_error, store_failure
+from tuner.memory import WontFit
 from tuner.progress import NullReporter, Reporter
 from tuner.space import ParamSpec, SearchSpace
-from tuner.tracking import Tracker
+from tuner.tracking import Tracker, TrialRun
 from tuner.train import Milestone, TrainResult, train_run
 
 
@@ -71,6 +77,10 @@ class TrialObjective:
     experiment_id: str
     parent_run_id: str
     reporter: Reporter = field(default_factory=NullReporter)
+    storage_label: str = "Optuna storage"
+    """Names the Optuna storage in a one-line store failure."""
+    failure: StoreError | None = field(default=None, init=False)
+    """Set when a store failed during a trial: the study stops after it (tuner.queue)."""
 
     def __post_init__(self) -> None:
         self.data = load_token_data(self.space.base.data, self.space.base.tokenizer)
@@ -81,6 +91,19 @@ class TrialObjective:
         return config.replace("seed", trial_seed(self.space.seed, records.origin_number(trial)))
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        try:
+            return self._run(trial)
+        except BaseException as err:
+            failure = as_store_error(err, self.storage_label)
+            if failure is None or isinstance(err, KeyboardInterrupt):
+                raise
+            # a store failed: this trial does not count, and the study stops (queue.drain)
+            self.failure = failure
+            with contextlib.suppress(Exception):
+                records.write_reason(trial, f"{records.STORE_FAILED}: {failure}")
+            raise failure from None
+
+    def _run(self, trial: optuna.Trial) -> float | list[float]:
         origin = records.write_origin(trial)
         try:
             config = self.config_for(trial)
@@ -123,22 +146,49 @@ class TrialObjective:
             )
             records.write_result(trial, result)
             if result.status in ("diverged", "pruned"):
-                run.finish("KILLED", "PRUNED", result, reason=result.reason)
+                self._finish(run, "KILLED", "PRUNED", result, reason=result.reason)
                 raise optuna.TrialPruned(result.reason)
             if result.status == "oom":
-                run.finish("FAILED", "FAIL", result, reason=result.reason)
+                self._finish(run, "FAILED", "FAIL", result, reason=result.reason)
                 raise TrialFailed(result.reason)
             values = [metric_value(result, o.metric) for o in self.space.objectives]
-            run.finish("FINISHED", "COMPLETE", result)
+            self._finish(run, "FINISHED", "COMPLETE", result)
             return values[0] if single else values
         except (optuna.TrialPruned, TrialFailed):
             raise
+        except WontFit as err:  # the memory estimate said no before anything was allocated
+            self._stop(trial, run, "FAILED", str(err))
+            raise TrialFailed(str(err)) from None
         except Exception as err:
+            if store_failure(err) is not None:  # the store's fault, not the trial's
+                reason = f"{records.STORE_FAILED}: {as_store_error(err, self.storage_label)}"
+                self._stop(trial, run, "FAILED", reason)
+                raise
             reason = f"{type(err).__name__}: {err}"
+            self._stop(trial, run, "FAILED", reason, traceback=tb.format_exc())
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM: the study stays resumable, no run left RUNNING
+            self._stop(trial, run, "KILLED", records.INTERRUPTED)
+            raise
+
+    def _stop(
+        self, trial: optuna.Trial, run: TrialRun, status: str, reason: str, traceback: str = ""
+    ) -> None:
+        """Record why the trial stopped in Optuna, then end its run; each step is tried even
+        if the other's store is failing (the error being handled is what the user sees)."""
+        with contextlib.suppress(Exception):
             records.write_reason(trial, reason)
-            run.finish("FAILED", "FAIL", reason=reason, traceback=tb.format_exc())
-            raise
-        except BaseException:  # Ctrl-C: the study stays resumable, the run is not left RUNNING
-            records.write_reason(trial, records.INTERRUPTED)
-            run.finish("KILLED", "FAIL", reason=records.INTERRUPTED)
-            raise
+        with contextlib.suppress(Exception):
+            run.finish(status, "FAIL", reason=reason, traceback=traceback)
+
+    def _finish(self, run: TrialRun, *args: Any, **kwargs: Any) -> None:
+        """End the run of a trial that has its result. If MLflow fails now, the result still
+        reaches Optuna, the study stops after this trial, and the next start of the study
+        ends the run as Optuna says (tuner.reconcile)."""
+        try:
+            run.finish(*args, **kwargs)
+        except Exception as err:
+            failure = as_store_error(err, self.storage_label)
+            if failure is None:
+                raise
+            self.failure = failure

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuner import htmlpage
 from tuner.dashboards import DashboardData, NoCompleteTrials, gather
 from tuner.figures import FIGURES, figures
-from tuner.files import atomic_write
 from tuner.plotstyle import HOVER_META, hover_text
+from tuner.records import scaling_plan
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -32,61 +31,44 @@ def default_path(name: str) -> Path:
 def write_dashboard(handle: StudyHandle, path: str | Path | None = None) -> Path:
     """Draw the study to one self-contained HTML file (default dashboards/NAME.html)."""
     page = render_html(gather(handle))
-    path = Path(path) if path else default_path(handle.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, page)  # workers may redraw at once: never half a page
+    return htmlpage.write(Path(path) if path else default_path(handle.name), page)
 
 
 def log_dashboard(handle: StudyHandle, path: str | Path) -> None:
     """Attach the page to the study's parent MLflow run as dashboards/NAME.html."""
-    with tempfile.TemporaryDirectory(prefix="tuner-dashboard-") as tmp:
-        staged = Path(tmp) / f"{handle.name}.html"
-        shutil.copyfile(path, staged)
-        handle.tracker().log_artifact(handle.parent_run_id, staged, "dashboards")
+    htmlpage.attach(handle, path, f"{handle.name}.html")
 
 
 def publish(handle: StudyHandle, path: str | Path | None = None) -> Path | None:
-    """Redraw the page and attach it to MLflow; None (no error) while nothing is complete."""
+    """Redraw the page and attach it to MLflow; None (no error) while nothing is complete.
+    An IsoFLOP study also gets its scaling page (tuner.scaling.page) redrawn."""
     try:
         path = write_dashboard(handle, path)
     except NoCompleteTrials:
         return None
     log_dashboard(handle, path)
+    if scaling_plan(handle.study) is not None:
+        from tuner.scaling.page import publish_scaling
+
+        publish_scaling(handle)
     return path
 
 
 def render_html(data: DashboardData, figs: dict[str, go.Figure] | None = None) -> str:
     """The whole page: plotly.js inline once, the hover table once, one section per figure
     drawn (in the order of FIGURES)."""
-    from plotly.offline import get_plotlyjs
-
     figs = figs if figs is not None else figures(data)
     hover = {t.number: hover_text(t) for t in data.trials}
-    sections = []
-    for key, title, caption in FIGURES:
-        if key not in figs:  # a section that would not help this study
-            continue
-        height = figs[key].layout.height or 460
-        sections.append(
-            f'<section id="{key}"><h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p>'
-            f'<div id="fig-{key}" class="plotly-graph-div" style="height:{height}px;width:100%">'
-            f'</div><script type="application/json" class="figure" data-div="fig-{key}">'
-            f"{_script_json(figs[key].to_json(validate=False))}</script></section>"
-        )
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>tuner · {html.escape(data.study)}</title><style>{_CSS}</style>"
-        f"<script>{get_plotlyjs()}</script></head><body>{_header(data)}\n"
-        + "\n".join(sections)
-        + '\n<script type="application/json" id="trial-hover">'
-        f"{_script_json(json.dumps(hover))}</script>\n<script>{_DRAW_JS}</script>"
-        "</body></html>\n"
+    sections = [  # only the sections that help this study
+        htmlpage.section(key, title, caption, figs[key])
+        for key, title, caption in FIGURES
+        if key in figs
+    ]
+    scripts = (
+        '<script type="application/json" id="trial-hover">'
+        f"{htmlpage.script_json(json.dumps(hover))}</script>\n<script>{_DRAW_JS}</script>"
     )
-
-
-def _script_json(text: str) -> str:
-    """JSON safe inside a <script> element: a trial's reason could contain '</script>'."""
-    return text.replace("</", "<\\/")
+    return htmlpage.document(f"tuner · {data.study}", _header(data), [*sections, scripts])
 
 
 _DRAW_JS = """
@@ -107,14 +89,6 @@ for (const node of document.querySelectorAll("script.figure")) {
   Plotly.newPlot(node.dataset.div, fig.data, fig.layout, {displaylogo: false, responsive: true});
 }
 """.replace("HOVER_META", HOVER_META)
-
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:16px;"
-    "color:#222}h1{margin:0 0 4px}h2{margin:28px 0 2px;font-size:1.15em}"
-    "section p{margin:0 0 6px;color:#555;font-size:.9em}.meta{color:#555;font-size:.9em}"
-    "code{background:#f3f3f3;padding:1px 4px;border-radius:3px}"
-)
 
 
 def _header(data: DashboardData) -> str:

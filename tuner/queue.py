@@ -54,7 +54,9 @@ def drain(
     """Pop and run queued trials one at a time until `done()`, the deadline or an empty queue.
 
     While the queue is empty but other workers' trials still run, wait: one of them may be
-    lost, and its retry (queued by a reaper after the grace period) needs a worker.
+    lost, and its retry (queued by a reaper after the grace period) needs a worker. A store
+    that failed during a trial (`objective.failure`) stops the loop with that error, rather
+    than failing every queued trial in turn.
     """
     deadline = time.monotonic() + timeout if timeout else None
     interval = heartbeat_settings()[0]
@@ -68,5 +70,16 @@ def drain(
                     return
                 time.sleep(poll)
             except UpdateFinishedTrialError:  # a stalled worker's trial was failed meanwhile
+                _stop_on_store_failure(objective)
                 if note:
                     note("this worker's trial was failed as lost (no heartbeat); going on")
+            except Exception:  # what Optuna says after a store failed is not the news
+                _stop_on_store_failure(objective)
+                raise
+            _stop_on_store_failure(objective)
+
+
+def _stop_on_store_failure(objective: Callable) -> None:
+    failure = getattr(objective, "failure", None)
+    if failure is not None:
+        raise failure from None

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import metrics as registry
+from tuner import stores
 from tuner.config import RunConfig, from_dict
 from tuner.errors import ConfigError
 from tuner.units import finite
@@ -45,6 +46,8 @@ SEEDED = "warm_seeded_from"
 
 INTERRUPTED = "interrupted"
 """The reason of a trial stopped by Ctrl-C or SIGTERM: it does not count toward the target."""
+STORE_FAILED = "store failed"
+"""The start of the reason of a trial stopped because a store failed: it does not count."""
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 PENDING = (TrialState.WAITING, TrialState.RUNNING)
 
@@ -189,10 +192,26 @@ class StudyRecord:
         raw = study.user_attrs.get(STUDY)
         if not isinstance(raw, dict) or "space" not in raw:
             return None
-        return cls(raw["space"], raw["tracking_uri"], raw["experiment_id"], raw["parent_run_id"])
+        uri = stores.resolve(raw["tracking_uri"])  # kept relative to the home (relocatable)
+        return cls(raw["space"], uri, raw["experiment_id"], raw["parent_run_id"])
 
     def write(self, study: optuna.Study) -> None:
-        study.set_user_attr(STUDY, dataclasses.asdict(self))
+        raw = dataclasses.asdict(self) | {"tracking_uri": stores.portable(self.tracking_uri)}
+        study.set_user_attr(STUDY, raw)
+
+
+SCALING = "scaling"
+"""The study user attribute of an IsoFLOP study: its plan (written by tuner.scaling.study)."""
+
+
+def scaling_plan(study: optuna.Study) -> dict[str, Any] | None:
+    """The stored IsoFLOP plan, or None for an ordinary study."""
+    plan = study.user_attrs.get(SCALING)
+    return plan if isinstance(plan, dict) else None
+
+
+def write_scaling_plan(study: optuna.Study, plan: dict[str, Any]) -> None:
+    study.set_user_attr(SCALING, plan)
 
 
 # ---------------------------------------------------------------- which trials count
@@ -213,9 +232,14 @@ def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
         for t in trials
         if t.state in FINISHED
         and t.number not in lost
-        and t.user_attrs.get(REASON) != INTERRUPTED
+        and not stopped(t.user_attrs.get(REASON))
         and not t.user_attrs.get(OBSERVED)
     ]
+
+
+def stopped(reason: Any) -> bool:
+    """A trial stopped from outside (Ctrl-C, SIGTERM, a failed store): no result, no count."""
+    return reason == INTERRUPTED or str(reason or "").startswith(STORE_FAILED)
 
 
 def pending(trials: list[FrozenTrial]) -> list[FrozenTrial]:

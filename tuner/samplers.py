@@ -249,10 +249,22 @@ def _tpe(space: SearchSpace, seed: int, o: dict[str, Any]) -> optuna.samplers.Ba
     return StartupThenSampler(qmc, tpe, n)
 
 
+class QueuedGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for a grid tuner queues (tuner.queue enqueues every point once).
+
+    Optuna's `after_trial` stops a study once its own bookkeeping says the grid is covered, and
+    reads a `grid_id` an enqueued trial never gets: with one point left it raises KeyError (a
+    one-point grid always). Here the queue decides when the grid is done, so it is a no-op.
+    """
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
+
+
 SAMPLER_FACTORIES: dict[
     str, Callable[[SearchSpace, int, dict[str, Any]], optuna.samplers.BaseSampler]
 ] = {
-    "grid": lambda space, seed, o: optuna.samplers.GridSampler(space.grid(), seed=seed),
+    "grid": lambda space, seed, o: QueuedGridSampler(space.grid(), seed=seed),
     "random": lambda space, seed, o: optuna.samplers.RandomSampler(seed=seed),
     "tpe": _tpe,
     "cmaes": lambda space, seed, o: optuna.samplers.CmaEsSampler(

@@ -10,6 +10,7 @@ holds the RunConfig that trained it (run_config.yaml) and its metrics (metrics.j
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from torch import nn
 from tuner.config import ConfigError, ModelConfig, RunConfig
 from tuner.hf_generation import for_transformers, trained_model
 from tuner.models import RecurrentLM, Shape, logits, max_positions, resolve_shape
+from tuner.mup import to_standard
 from tuner.tokenizer import EOT
 
 RECURRENT_FILE = "tuner_model.json"
@@ -77,6 +79,8 @@ def save_model_dir(
     """Write model, tokenizer, config and metrics into the (empty) `folder`."""
     model = model.to("cpu").eval()
     tokenizer = hf_tokenizer(tokenizer_file, max_positions(model))
+    if config.model.parametrization == "mup":  # a reloaded model knows nothing of μP
+        model = to_standard(copy.deepcopy(model))
     if hasattr(model, "config"):
         _save_hf(folder, model, tokenizer)
     else:

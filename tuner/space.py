@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 
 from tuner import metrics
-from tuner.config import RunConfig, field_type, from_dict, load_yaml, set_path
+from tuner.config import RunConfig, apply_overrides, field_type, from_dict, load_yaml, set_path
 from tuner.errors import ConfigError
 from tuner.samplers import check as check_search
 from tuner.samplers import parse_choice
@@ -62,8 +62,15 @@ TOP_KEYS = (
     "timeout",
     "params",
     "terminate",
+    "points",
 )
+POINT = "point"
+"""The one param of a space of fixed `points`: the index of the point a trial runs."""
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "grid")
+SEED_MAX = 2**32 - 1
+"""Optuna's samplers and numpy take seeds in 0..2**32-1."""
+MAX_TRIALS = 100_000
+"""More trials than this is a typo (the queue is filled at creation, one row a trial)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,8 @@ class SearchSpace:
     pruner_options: dict = field(default_factory=dict)
     terminate: dict | None = None
     """Stop the study early when it has stalled (tuner.terminator); None = run every trial."""
+    points: tuple[dict[str, Any], ...] = ()
+    """Fixed trials, each a set of overrides on `base`, run once each (the `point` param)."""
 
     @property
     def multi_objective(self) -> bool:
@@ -164,6 +173,11 @@ class SearchSpace:
         config = config or self.base
         by_name = {p.name: p for p in self.params}
         for name, value in values.items():
+            if name == POINT and self.points:  # a fixed point: its fields, validated together
+                config = apply_overrides(
+                    config, list(self.points[value].items()), f"points[{value}]"
+                )
+                continue
             config = set_path(config, by_name[name].path if name in by_name else name, value)
         return config
 
@@ -193,15 +207,23 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
     if base is None:
         base = _in_section("base", lambda: from_dict(RunConfig, raw.get("base") or {}))
     name = _typed(raw, "name", str, "unnamed")
-    sampler, sampler_options = parse_choice(raw.get("sampler"), "sampler", "tpe")
+    points = _points(raw.get("points"), base)
+    sampler, sampler_options = parse_choice(
+        raw.get("sampler"), "sampler", "grid" if points else "tpe"
+    )
     pruner, pruner_options = parse_choice(raw.get("pruner"), "pruner", "none")
     n_trials = _typed(raw, "n_trials", int, 10)
     seed = _typed(raw, "seed", int, 0)
     timeout = raw.get("timeout")
-    if n_trials < 1:
-        raise ConfigError(f"n_trials: must be >= 1, got {n_trials}")
+    if not 1 <= n_trials <= MAX_TRIALS:
+        raise ConfigError(f"n_trials: must be between 1 and {MAX_TRIALS}, got {n_trials}")
+    if not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"seed: must be between 0 and {SEED_MAX} (2**32 - 1), got {seed}")
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
     ):
         raise ConfigError(f"timeout: must be a positive number of seconds, got {timeout!r}")
     objectives = _objectives(raw.get("objective"), base.eval.metric_names())
@@ -211,6 +233,11 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
     if not isinstance(params_raw, dict):
         raise ConfigError("params: expected a mapping of name -> distribution")
     params = tuple(_param(name, spec, base) for name, spec in params_raw.items())
+    if points:
+        if params or sampler != "grid":
+            raise ConfigError("points: a space of fixed points takes no params and runs on grid")
+        params = (ParamSpec(POINT, POINT, "categorical", choices=tuple(range(len(points)))),)
+    _check_distinct_paths(params)
     space = SearchSpace(
         name=name,
         description=_typed(raw, "description", str, ""),
@@ -226,15 +253,43 @@ def parse_space(raw: Any, base: RunConfig | None = None) -> SearchSpace:
         sampler_options=sampler_options,
         pruner_options=pruner_options,
         terminate=parse_terminate(raw.get("terminate"), len(objectives)),
+        points=points,
     )
     check_search(space)
     if sampler == "grid":
         if not params:
             raise ConfigError("params: grid search needs at least one param")
+        size = math.prod(len(p.grid_values()) for p in params)
+        if size > MAX_TRIALS:
+            raise ConfigError(f"params: the grid has {size} points, more than {MAX_TRIALS}")
         space = dataclasses.replace(space, n_trials=space.grid_size())  # every point, once
     if sampler == "cmaes" and len(objectives) > 1:
         raise ConfigError("sampler: cmaes handles a single objective; use nsga2")
     return space
+
+
+def _points(raw: Any, base: RunConfig) -> tuple[dict[str, Any], ...]:
+    """Fixed points: mappings of dotted RunConfig paths to values, each valid on `base`."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("points: expected a non-empty list of {dotted.path: value} mappings")
+    for i, point in enumerate(raw):
+        if not isinstance(point, dict) or not point:
+            raise ConfigError(f"points[{i}]: expected a mapping of dotted config paths to values")
+        apply_overrides(base, list(point.items()), f"points[{i}]")
+    return tuple(dict(point) for point in raw)
+
+
+def _check_distinct_paths(params: tuple[ParamSpec, ...]) -> None:
+    """Two params on one field (`learning_rate` and `optim.lr`) would overwrite each other."""
+    seen: dict[str, str] = {}
+    for p in params:
+        if p.path in seen:
+            raise ConfigError(
+                f"params.{p.name}: sets {p.path}, as params.{seen[p.path]} does; keep one"
+            )
+        seen[p.path] = p.name
 
 
 def _in_section(section: str, build: typing.Callable[[], Any]) -> Any:
@@ -311,15 +366,18 @@ def _param(name: Any, spec: Any, base: RunConfig) -> ParamSpec:
             kind = "float"
     if kind not in ("float", "int", "categorical"):
         raise ConfigError(f"{where}.type: must be float, int or categorical, got {kind!r}")
-    grid = tuple(spec.get("grid") or ())
     if "grid" in spec and not isinstance(spec["grid"], list):
         raise ConfigError(f"{where}.grid: expected a list of values")
+    grid = tuple(spec.get("grid") or ())
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             raise ConfigError(f"{where}.choices: must be a non-empty list")
-        for value in (*choices, *grid):
+        for value in choices:
             _check_value(base, path, value, where)
+        for value in grid:
+            if value not in choices:
+                raise ConfigError(f"{where}.grid: value {value!r} is not one of the choices")
         return ParamSpec(name, path, kind, choices=tuple(choices), grid=grid)
     if "choices" in spec:
         raise ConfigError(f"{where}.choices: only for type categorical")
@@ -329,6 +387,8 @@ def _param(name: Any, spec: Any, base: RunConfig) -> ParamSpec:
     for key, value in (("low", low), ("high", high)):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}.{key}: expected a finite number, got {value!r}")
         if kind == "int" and not float(value).is_integer():
             raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
     if low > high:
@@ -340,10 +400,17 @@ def _param(name: Any, spec: Any, base: RunConfig) -> ParamSpec:
         raise ConfigError(f"{where}.log: needs low > 0, got low={low}")
     step = spec.get("step")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, int | float) or step <= 0:
-            raise ConfigError(f"{where}.step: must be a positive number, got {step!r}")
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, int | float)
+            or not math.isfinite(step)
+            or step <= 0
+        ):
+            raise ConfigError(f"{where}.step: must be a positive finite number, got {step!r}")
         if log:
             raise ConfigError(f"{where}.step: cannot be combined with log")
+        if kind == "int" and not float(step).is_integer():
+            raise ConfigError(f"{where}.step: an int param needs a whole step, got {step!r}")
     if kind == "int":
         low, high = int(low), int(high)
         step = int(step) if step else None
@@ -359,7 +426,14 @@ def _param(name: Any, spec: Any, base: RunConfig) -> ParamSpec:
             or not low <= value <= high
         ):
             raise ConfigError(f"{where}.grid: value {value!r} is outside [{low}, {high}]")
+        if step and not _on_step(value, low, step):
+            raise ConfigError(f"{where}.grid: value {value!r} is not low + a multiple of {step}")
     return ParamSpec(name, path, kind, low=low, high=high, log=log, step=step, grid=grid)
+
+
+def _on_step(value: float, low: float, step: float) -> bool:
+    steps = (value - low) / step
+    return abs(steps - round(steps)) < 1e-9 * max(1.0, abs(steps))
 
 
 def _check_value(base: RunConfig, path: str, value: Any, where: str) -> None:

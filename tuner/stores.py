@@ -16,8 +16,10 @@ from pathlib import Path
 
 from tuner.errors import ConfigError
 
-STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+STUDY_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,98}[A-Za-z0-9_-])?$")
 SQLITE = "sqlite:///"
+HOME_TOKEN = "{TUNER_HOME}"
+"""Stands for the home folder in stored store locations, so a moved or copied home still works."""
 
 
 def home() -> Path:
@@ -67,13 +69,65 @@ def default_storages() -> list[str]:
 
 
 def check_study_name(name: str) -> str:
-    """Study names become experiment names and file names: letters, digits, `_.-` only."""
+    """Study names become experiment names and file names: letters, digits, `_.-` only,
+    starting with a letter or digit and not ending in '.' (a file name some systems cut)."""
     if not STUDY_NAME.match(name) or ".." in name:
         raise ConfigError(
             f"study name {name!r}: use letters, digits, '_', '.', '-' "
-            "(no path separators), at most 100 characters"
+            "(starting with a letter or digit, not ending in '.', no path separators), "
+            "at most 100 characters"
         )
     return name
+
+
+def check_persistent(url: str, flag: str) -> str:
+    """Refuse a SQLite URL without a file: an in-memory database is lost when tuner exits."""
+    if url.startswith("sqlite:") and "://" in url:
+        path = url.split("://", 1)[1].lstrip("/").split("?", 1)[0]
+        if not path or path == ":memory:" or "mode=memory" in url:
+            raise ConfigError(
+                f"{flag} {url}: an in-memory SQLite database is lost when tuner exits; "
+                "name a file, e.g. sqlite:///mlruns/optuna.db"
+            )
+    return url
+
+
+def portable(uri: str) -> str:
+    """`uri` with the home folder written as {TUNER_HOME}, for records kept in a store."""
+    path = sqlite_path(uri)
+    if path is None:
+        return uri
+    try:
+        inner = path.resolve().relative_to(home())
+    except ValueError:
+        return uri
+    return f"{SQLITE}{HOME_TOKEN}/{inner.as_posix()}"
+
+
+def resolve(uri: str) -> str:
+    """A stored location made concrete again under the current home (see `portable`)."""
+    return uri.replace(HOME_TOKEN, str(home())) if HOME_TOKEN in uri else uri
+
+
+def store_timeout() -> float:
+    """TUNER_STORE_TIMEOUT (seconds, default 30): the longest one store operation may keep
+    tuner waiting — connecting to a database server, one HTTP request to a tracking server,
+    a SQLite lock held by another process — before it fails with one line."""
+    raw = os.environ.get("TUNER_STORE_TIMEOUT", "").strip()
+    if not raw:
+        return 30.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 86_400:
+        raise ConfigError(f"TUNER_STORE_TIMEOUT={raw!r}: expected seconds, more than 0")
+    return value
+
+
+def display(url: str) -> str:
+    """A store URL fit for a message: any password replaced by ***."""
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
 def ensure_local(url: str) -> None:

@@ -11,69 +11,30 @@ one machine); `load_study` looks in both.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import yaml
+from optuna.trial import TrialState
 
-from tuner import stores
+from tuner import failures, relocate, stores
 from tuner.errors import ConfigError, StoreError
-from tuner.heartbeat import JournalHeartbeatStorage, StaleTrialCallback, heartbeat_settings
+from tuner.heartbeat import StaleTrialCallback
 from tuner.objective import TrialObjective
-from tuner.optuna_compat import QueuedStudy
+from tuner.optuna_compat import QueuedStudy, study_storage
 from tuner.progress import NullReporter, Reporter
 from tuner.queue import drain, fill_queue
-from tuner.quiet import experimental_ok
+from tuner.reconcile import reconcile, stop_running
 from tuner.records import FINISHED, StudyRecord, TrialRecord, counted
 from tuner.samplers import describe_search, make_pruner, make_sampler
 from tuner.space import SearchSpace, parse_space
+from tuner.storage import open_storage, probe_tracking
 from tuner.terminator import StudyStopper
 from tuner.tracking import Tracker, check_tracking_uri
 from tuner.warmstart import WarmStart, apply_warm_start, plan_warm_start
-
-
-def open_storage(url: str | None, must_exist: bool = False) -> optuna.storages.BaseStorage:
-    """An Optuna storage for `url` (default: SQLite under ./mlruns). Journal files end in .log.
-
-    Every storage beats a heartbeat for running trials, so a trial whose worker died is failed
-    after the grace period and retried once (see tuner.heartbeat).
-    """
-    url = url or stores.default_storage()
-    local = stores.local_file(url)
-    if must_exist and local is not None and not local.is_file():
-        kind = "journal file" if stores.is_journal(url) else "database"
-        raise ConfigError(f"--storage {url}: no such {kind} (no studies yet)")
-    interval, grace = heartbeat_settings()
-    try:
-        if stores.is_journal(url):
-            from optuna.storages.journal import JournalFileBackend
-
-            stores.ensure_local(url)
-            return JournalHeartbeatStorage(
-                JournalFileBackend(url), interval, grace, StaleTrialCallback()
-            )
-        if "://" not in url:
-            raise ValueError("not a URL")
-        stores.ensure_local(url)
-        with experimental_ok():  # heartbeats are chosen on purpose
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=interval,
-                grace_period=grace,
-                heartbeat_stale_trial_callback=StaleTrialCallback(),
-                engine_kwargs=_engine_kwargs(url),
-            )
-    except Exception as err:  # noqa: BLE001 - any failure to open is the user's URL
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"--storage {url}: cannot open storage ({first})") from None
-
-
-def _engine_kwargs(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True}
 
 
 @dataclass
@@ -116,6 +77,8 @@ def create_study(
 
     Without `storage_url`, one local worker gets the default SQLite database and several get
     the default journal file: SQLite answers concurrent writers with "database is locked".
+    Creation is atomic per name: the Optuna study is created first (the storage lets one
+    creator win), so a loser writes nothing; a failure after it removes the study again.
     `warm_start` names an earlier study to seed this one from (tuner.warmstart).
     """
     stores.check_study_name(name)
@@ -127,48 +90,77 @@ def create_study(
     if storage_url is None:
         _check_new_name(name)
         storage_url = stores.default_journal() if local_workers > 1 else stores.default_storage()
+    stores.check_persistent(storage_url, "--storage")
     tracking_uri = check_tracking_uri(tracking_uri or stores.default_tracking_uri())
+    stores.check_persistent(tracking_uri, "--tracking-uri")
+    probe_tracking(tracking_uri)  # before anything is written: a dead server writes nothing
     storage = open_storage(storage_url)
-    if name in study_names(storage):
-        raise ConfigError(
-            f"study {name!r} already exists in {storage_url}; "
-            f"use `tuner study resume {name}` or pick another name"
-        )
-    warm = _warm_plan(warm_start, storage, given_storage, space, warm_top) if warm_start else None
+    label = failures.optuna_label(storage_url)
+    with failures.guard(label):
+        if name in study_names(storage):
+            raise _exists(name, storage_url)
+        warm = None
+        if warm_start:
+            warm = _warm_plan(warm_start, storage, given_storage, space, warm_top)
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=name,
+                directions=space.directions,
+                sampler=make_sampler(space, space.seed),
+                pruner=make_pruner(space),
+            )
+        except optuna.exceptions.DuplicatedStudyError:  # another process won the name
+            raise _exists(name, storage_url) from None
+    parent = None
     tracker = Tracker(tracking_uri)
-    experiment_id = tracker.experiment_for(name)
-    settings = {
-        "space": space.name,
-        "sampler": space.sampler,
-        "pruner": space.pruner,
-        "seed": space.seed,
-        "n_trials": space.n_trials,
-        "timeout": space.timeout,
-        "objective": ",".join(f"{o.metric}:{o.direction}" for o in space.objectives),
-        "storage": storage_url,
-        "search": describe_search(space),
-        **({"warm_start": warm.describe()} if warm else {}),
-    }
-    parent = tracker.start_parent(
-        experiment_id, name, settings, yaml.safe_dump(space.raw, sort_keys=False)
-    )
     try:
-        study = optuna.create_study(
-            storage=storage,
-            study_name=name,
-            directions=space.directions,
-            sampler=make_sampler(space, space.seed),
-            pruner=make_pruner(space),
+        relocate.follow_moves(tracking_uri)
+        experiment_id = tracker.experiment_for(name)
+        settings = {
+            "space": space.name,
+            "sampler": space.sampler,
+            "pruner": space.pruner,
+            "seed": space.seed,
+            "n_trials": space.n_trials,
+            "timeout": space.timeout,
+            "objective": ",".join(f"{o.metric}:{o.direction}" for o in space.objectives),
+            "storage": storage_url,
+            "search": describe_search(space),
+            **({"warm_start": warm.describe()} if warm else {}),
+        }
+        parent = tracker.start_parent(
+            experiment_id, name, settings, yaml.safe_dump(space.raw, sort_keys=False)
         )
+        with failures.guard(label):
+            StudyRecord(space.raw, tracking_uri, experiment_id, parent).write(study)
+            if warm:
+                apply_warm_start(study, warm)  # before the queue is filled: its seeds run first
+            fill_queue(study, space, space.n_trials)
+        tracker.end(parent, "FINISHED")
     except BaseException:
-        tracker.end(parent, "FAILED")
+        _undo_create(storage, name, tracker, parent)
         raise
-    StudyRecord(space.raw, tracking_uri, experiment_id, parent).write(study)
-    if warm:
-        apply_warm_start(study, warm)  # before the queue is filled: its seeds run first
-    fill_queue(study, space, space.n_trials)
-    tracker.end(parent, "FINISHED")
     return StudyHandle(study, space, storage_url, tracking_uri, experiment_id, parent)
+
+
+def _exists(name: str, storage_url: str) -> ConfigError:
+    return ConfigError(
+        f"study {name!r} already exists in {stores.display(storage_url)}; "
+        f"use `tuner study resume {name}` or pick another name"
+    )
+
+
+def _undo_create(
+    storage: optuna.storages.BaseStorage, name: str, tracker: Tracker, parent: str | None
+) -> None:
+    """A creation that failed half-way leaves nothing behind, so the user who fixes the
+    cause is not told "already exists"."""
+    with contextlib.suppress(Exception):
+        optuna.delete_study(study_name=name, storage=storage)
+    if parent:
+        with contextlib.suppress(Exception):
+            tracker.client.delete_run(parent)
 
 
 def _warm_plan(
@@ -214,8 +206,9 @@ def locate_study(name: str) -> str:
             f"--storage {stores.default_storage()}: no such database (no studies yet)"
         )
     for url in urls:
-        if name in study_names(open_storage(url)):
-            return url
+        with failures.guard(failures.optuna_label(url)):
+            if name in study_names(open_storage(url)):
+                return url
     raise ConfigError(f"no study named {name!r} in {' or '.join(urls)}")
 
 
@@ -228,23 +221,28 @@ def load_study(
     must not draw the same params.
     """
     stores.check_study_name(name)
+    if tracking_uri:
+        stores.check_persistent(check_tracking_uri(tracking_uri), "--tracking-uri")
     storage_url = storage_url or locate_study(name)
     storage = open_storage(storage_url, must_exist=True)
-    if name not in study_names(storage):
-        raise ConfigError(f"no study named {name!r} in {storage_url}")
-    peek = optuna.load_study(study_name=name, storage=storage)
-    record = StudyRecord.of(peek)
-    if record is None:
-        raise ConfigError(f"study {name!r} was not created by tuner (no stored space)")
-    space = parse_space(record.space)
-    n_done = len(peek.get_trials(deepcopy=False, states=FINISHED))
-    study = optuna.load_study(
-        study_name=name,
-        storage=storage,
-        sampler=make_sampler(space, space.seed + n_done + seed_offset),
-        pruner=make_pruner(space),
-    )
+    with failures.guard(failures.optuna_label(storage_url)):
+        if name not in study_names(storage):
+            raise ConfigError(f"no study named {name!r} in {storage_url}")
+        peek = optuna.load_study(study_name=name, storage=storage)
+        record = StudyRecord.of(peek)
+        if record is None:
+            raise ConfigError(f"study {name!r} was not created by tuner (no stored space)")
+        space = parse_space(record.space)
+        n_done = len(peek.get_trials(deepcopy=False, states=FINISHED))
+        study = optuna.load_study(
+            study_name=name,
+            storage=storage,
+            sampler=make_sampler(space, space.seed + n_done + seed_offset),
+            pruner=make_pruner(space),
+        )
     uri = tracking_uri or record.tracking_uri
+    with contextlib.suppress(Exception):  # a read-only store is said when it is written
+        relocate.follow_moves(uri)
     callback = storage.get_heartbeat_stale_trial_callback()
     if isinstance(callback, StaleTrialCallback):
         callback.tracking_uri = uri
@@ -267,13 +265,17 @@ def run_study(
     space = handle.space
     reporter = reporter or NullReporter()
     target = n_trials or (space.n_trials if fill else None)
-    if fill and target is not None:
-        fill_queue(handle.study, space, target)
-    if target is not None and handle.finished_count() >= target:
-        return
+    label = failures.optuna_label(handle.storage_url)
+    with failures.guard(label):
+        if fill and target is not None:
+            fill_queue(handle.study, space, target)
+        if target is not None and handle.finished_count() >= target:
+            return
+    check_tracking(handle)  # before anything opens (and so creates) an MLflow store
     tracker = handle.tracker()
+    reconcile(handle)  # runs a crash left RUNNING (or FINISHED for a lost trial) follow Optuna
     objective = TrialObjective(
-        space, handle.name, tracker, handle.experiment_id, handle.parent_run_id, reporter
+        space, handle.name, tracker, handle.experiment_id, handle.parent_run_id, reporter, label
     )
     study = QueuedStudy.of(handle.study)
 
@@ -291,22 +293,62 @@ def run_study(
     stopper = StudyStopper(space.terminate, reporter.note) if space.terminate else None
     tracker.reopen(handle.parent_run_id)
     try:
-        drain(
-            study,
-            objective,
-            [update_best, *([stopper] if stopper else [])],
-            timeout or space.timeout,
-            done=lambda: (
-                (stopper is not None and stopper.stopped)
-                or (target is not None and handle.finished_count() >= target)
-            ),
-            note=reporter.note,
-        )
+        with failures.guard(label):
+            try:
+                drain(
+                    study,
+                    objective,
+                    [update_best, *([stopper] if stopper else [])],
+                    timeout or space.timeout,
+                    done=lambda: (
+                        (stopper is not None and stopper.stopped)
+                        or (target is not None and handle.finished_count() >= target)
+                    ),
+                    note=reporter.note,
+                )
+            except Exception:
+                _raise_if_deleted(handle)
+                raise
+    except StoreError:  # said once, as one line: no second line about the parent run
+        with contextlib.suppress(Exception):
+            tracker.end(handle.parent_run_id, "KILLED")
+        raise
     except BaseException:
         _end_parent(tracker, handle.parent_run_id, "KILLED")
         raise
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         _end_parent(tracker, handle.parent_run_id, "FINISHED")  # the last worker out closes it
+
+
+def check_tracking(handle: StudyHandle) -> None:
+    """The study's MLflow store must hold its parent run: a store that moved without its
+    study, or a --tracking-uri pointing elsewhere, is said as one line, never recreated
+    empty."""
+    from mlflow.exceptions import MlflowException
+
+    db = stores.sqlite_path(handle.tracking_uri)
+    if db is not None and not db.is_file():
+        raise StoreError(
+            f"{failures.mlflow_label(handle.tracking_uri)}: not found (study {handle.name!r} "
+            "was tracked there; was it moved? pass --tracking-uri)"
+        )
+    try:
+        handle.tracker().client.get_run(handle.parent_run_id)
+    except MlflowException:
+        raise ConfigError(
+            f"--tracking-uri {stores.display(handle.tracking_uri)}: has no run "
+            f"{handle.parent_run_id} of study {handle.name!r} (a different MLflow store?)"
+        ) from None
+
+
+def _raise_if_deleted(handle: StudyHandle) -> None:
+    """A study deleted (`study delete --force`) while this process ran it: one line."""
+    try:
+        gone = handle.name not in study_names(study_storage(handle.study))
+    except Exception:  # noqa: BLE001 - the storage itself failed: the caller says so
+        return
+    if gone:
+        raise StoreError(f"study {handle.name!r} was deleted while it ran; stopped")
 
 
 def _end_parent(tracker: Tracker, run_id: str, status: str) -> None:
@@ -319,35 +361,59 @@ def _end_parent(tracker: Tracker, run_id: str, status: str) -> None:
         print(f"warning: could not end the study's MLflow run {run_id}: {first}", file=sys.stderr)
 
 
-def delete_study(name: str, storage_url: str | None = None) -> None:
+def delete_study(name: str, storage_url: str | None = None, force: bool = False) -> list[int]:
     """Move the study's MLflow experiment out of the way (soft delete, its name freed), then
-    delete the Optuna study. If MLflow fails, nothing is deleted and the error says why."""
+    delete the Optuna study. If MLflow fails, nothing is deleted and the error says why.
+
+    A study with RUNNING trials is refused: a worker may be on it. With `force` those trials
+    are failed and their runs ended first (the worker then stops with one line); returns
+    their numbers.
+    """
     handle = load_study(name, storage_url)
+    label = failures.optuna_label(handle.storage_url)
+    with failures.guard(label):
+        running = handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if running and not force:
+        numbers = ", ".join(str(t.number) for t in running[:10])
+        raise ConfigError(
+            f"study {name!r} has {len(running)} running trial(s) ({numbers}): a worker may be "
+            "on it; stop it first, or pass --force to fail those trials and delete anyway"
+        )
+    stopped: list[int] = []
     try:
+        with failures.guard(label):  # no run is left RUNNING in the deleted experiment
+            stopped = stop_running(handle, "study deleted while the trial ran")
         client = handle.tracker().client
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             # a deleted experiment keeps its name reserved; rename it so the name is free again
             client.rename_experiment(exp.experiment_id, f"{name}.deleted.{exp.experiment_id}")
             client.delete_experiment(exp.experiment_id)
+    except StoreError as err:
+        raise StoreError(f"study {name!r} not deleted: {err}") from None
     except Exception as err:  # noqa: BLE001 - any MLflow failure is reported as one line
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise StoreError(
             f"study {name!r} not deleted: its MLflow experiment could not be removed ({first})"
         ) from None
-    optuna.delete_study(study_name=name, storage=open_storage(handle.storage_url))
+    with failures.guard(label):
+        optuna.delete_study(study_name=name, storage=open_storage(handle.storage_url))
+    return stopped
 
 
 def list_studies(storage_url: str | None = None) -> list[dict[str, Any]]:
     """One summary per study; without a URL, of both default storages. `trials` counts
     finished trials as `finished_count` does (a lost trial's retry stands for it)."""
+    if storage_url:
+        stores.check_persistent(storage_url, "--storage")
     local = stores.local_file(storage_url) if storage_url else None
     if local is not None and not local.is_file():
         return []
     urls = [storage_url] if storage_url else stores.default_storages()
     out = []
     for url in urls:
-        out.extend(_summaries(open_storage(url)))
+        with failures.guard(failures.optuna_label(url)):
+            out.extend(_summaries(open_storage(url)))
     return out
 
 

@@ -59,6 +59,7 @@ def trial_rows(handle: StudyHandle) -> list[dict[str, Any]]:
     complete = any(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     best_numbers = {t.number for t in study.best_trials} if complete else set()
     retries = retried_as(trials)
+    tasks = handle.space.base.eval.metric_names()
     rows = []
     for t in trials:
         if t.state == optuna.trial.TrialState.WAITING:
@@ -67,7 +68,7 @@ def trial_rows(handle: StudyHandle) -> list[dict[str, Any]]:
         reason = record.reason
         if t.number in retries:
             reason = f"worker lost; retried as trial {retries[t.number]}"
-        figures = {k: record.value(k) for k in metrics.REGISTRY}
+        figures = {k: record.value(k) for k in [*metrics.REGISTRY, *tasks]}
         rows.append(
             {
                 **figures,
@@ -97,7 +98,10 @@ FIXED = {
     "mlflow_run_id": Column("mlflow_run_id", "MLflow run"),
 }
 SHOWN_AFTER_PARAMS = ("n_params", "val_perplexity", "val_bpb", "train_flops", "duration")
-"""What a table shows after the objective and the hyperparameters, most useful first."""
+"""What a table shows after the objective, the hyperparameters and the tasks' headline scores,
+most useful first."""
+HEADLINE_SCORES = ("f1", "chrf")
+"""The score of each downstream task a table shows unasked (the others: `--columns`, csv, json)."""
 
 
 def trial_columns(
@@ -108,12 +112,14 @@ def trial_columns(
     names them instead; `every` adds the reason and the MLflow run (csv, json)."""
     params = [p.name for p in handle.space.params]
     numeric = {p.name for p in handle.space.params if all(map(_is_number, p.choices))}
-    known = _known_columns(params, numeric)
+    tasks = handle.space.base.eval.metric_names()
+    known = _known_columns(params, numeric, tasks)
     if requested is not None:
         return _requested(requested, known, params)
     keys = ["best", "trial", "state"]
     keys += [o.metric for o in handle.space.objectives]
     keys += [f"param.{p}" for p in params]
+    keys += tasks if every else [t for t in tasks if t.rsplit(".", 1)[1] in HEADLINE_SCORES]
     keys += list(SHOWN_AFTER_PARAMS)
     if every:
         keys += ["reason", "mlflow_run_id"]
@@ -124,9 +130,9 @@ def trial_columns(
     return [known[k] for k in seen]
 
 
-def _known_columns(params: list[str], numeric: set[str]) -> dict[str, Column]:
+def _known_columns(params: list[str], numeric: set[str], tasks: list[str]) -> dict[str, Column]:
     known = dict(FIXED)
-    known.update({name: _metric_column(name) for name in metrics.REGISTRY})
+    known.update({name: _metric_column(name) for name in [*metrics.REGISTRY, *tasks]})
     known.update({f"param.{p}": Column(f"param.{p}", short_name(p), p in numeric) for p in params})
     return known
 
@@ -140,7 +146,7 @@ def _requested(text: str, known: dict[str, Column], params: list[str]) -> list[C
     for name in names:
         key = f"param.{name}" if name in params else name
         if key not in known:
-            choices = ", ".join([*FIXED, *params, *metrics.REGISTRY])
+            choices = ", ".join(k.removeprefix("param.") for k in known)
             raise ConfigError(f"--columns {name}: unknown column (one of {choices})")
         columns.append(known[key])
     return columns

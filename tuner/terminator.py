@@ -123,30 +123,3 @@ class StudyStopper:
     @property
     def stopped(self) -> bool:
         return bool(self.reason)
-
-
-def replay(space_raw: dict[str, Any], trials: Sequence[Any], settings: dict[str, Any]) -> Any:
-    """The number of the trial after which `verdict` would have stopped a finished study
-    (None if never). `trials` have number, state, params, value and complete (bench records),
-    replayed in the order they finished."""
-    import optuna
-
-    from tuner.space import parse_space
-
-    space = parse_space(space_raw)
-    dists = space.distributions()
-    minimize = space.objectives[0].direction == "minimize"
-    frozen = []
-    for t in sorted(trials, key=lambda t: t.complete):
-        state = optuna.trial.TrialState[t.state]
-        frozen.append(
-            optuna.trial.create_trial(
-                state=state,
-                value=t.value if state == optuna.trial.TrialState.COMPLETE else None,
-                params=t.params,
-                distributions={k: dists[k] for k in t.params},
-            )
-        )
-        if verdict(frozen, minimize, settings, seed=len(frozen)):
-            return t.number
-    return None

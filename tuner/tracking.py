@@ -25,6 +25,7 @@ from tuner import mlflow_ui, stores
 from tuner.config import RunConfig
 from tuner.data import TokenData
 from tuner.errors import ConfigError
+from tuner.failures import guard, guard_client, mlflow_label
 from tuner.files import file_lock
 from tuner.lineage import dataset_inputs
 from tuner.metrics import BEST_METRICS, LOGGED_COST
@@ -54,12 +55,17 @@ class Tracker:
         db = stores.sqlite_path(self.uri)
         if db is not None:
             stores.use_sqlite_wal()  # before MLflow opens its engine
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with guard(mlflow_label(self.uri)):  # store failures: one line
+            if db is not None:
+                db.parent.mkdir(parents=True, exist_ok=True)
+                lock = db.with_name(db.name + ".lock")
+                with file_lock(lock):  # the client creates a new store's tables: one at a time
+                    self.client = SerializedClient(MlflowClient(tracking_uri=self.uri), lock)
+            else:
+                self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = guard_client(self.client, self.uri)
         self.asynchronous = self.uri.startswith(("http://", "https://"))
         """Milestone batches go out without waiting for a tracking server (never SQLite)."""
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-            self.client = SerializedClient(self.client, db.with_name(db.name + ".lock"))
 
     # ------------------------------------------------------------ experiment and parent run
 

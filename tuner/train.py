@@ -6,24 +6,36 @@ mlflow: callers observe a run through `on_milestone` (return True to stop early)
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tuner import cost, microbatch, mup
 from tuner.config import RunConfig, ScheduleConfig
-from tuner.cost import peak_flops, peak_memory_bytes, price_usd, reset_peak_memory
+from tuner.cost import reset_peak_memory
 from tuner.data import TokenData, load_token_data
-from tuner.device import autocast_for, device_name, resolve_device
+from tuner.device import (
+    apply_memory_fraction,
+    autocast_for,
+    compile_problem,
+    is_compile_error,
+    one_line,
+    resolve_device,
+    warn_eager,
+)
 from tuner.errors import ConfigError
 from tuner.evaluate import evaluate
+from tuner.memory import require_fit
 from tuner.models import build_model, count_params, flops_per_token, logits, max_positions
+from tuner.pipeline import BatchStream, LossBook, is_async
+from tuner.pipeline import sample_batch as sample_batch  # where callers have always found it
 
 
 @dataclass
@@ -34,6 +46,8 @@ class Milestone:
     tokens_seen: int
     step: int
     metrics: dict[str, float]
+    eval_seconds: float = 0.0
+    """Time its evaluation (and extra_eval) took; the loop's time excludes it."""
 
 
 @dataclass
@@ -97,7 +111,8 @@ def get_lr(step: int, total: int, peak: float, cfg: ScheduleConfig) -> float:
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    """Weight decay on weight matrices only: never on norms, biases or embeddings."""
+    """Weight decay on weight matrices only: never on norms, biases or embeddings. Under μP the
+    groups carry an `lr_scale` that the loop multiplies into the scheduled learning rate."""
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay, seen = [], [], set()
     for param in model.parameters():
@@ -110,6 +125,8 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer
         {"params": decay, "weight_decay": oc.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if config.model.parametrization == "mup":  # per-group lr_scale, see tuner/mup.py
+        groups = mup.param_groups(model, config.model.base_width, oc.lr, oc.weight_decay)
     if oc.name == "sgd":
         return torch.optim.SGD(groups, lr=oc.lr, momentum=oc.momentum)
     device_type = next(model.parameters()).device.type
@@ -117,49 +134,47 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=oc.lr, betas=(oc.beta1, oc.beta2), fused=fused)
 
 
-def sample_batch(
-    tokens: np.ndarray, batch_size: int, seq_len: int, gen: torch.Generator, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows of seq_len+1 tokens -> inputs and next-token targets, (B, T) each."""
-    starts = torch.randint(len(tokens) - seq_len - 1, (batch_size,), generator=gen).numpy()
-    window = np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int64)
-    batch = torch.from_numpy(window).to(device, non_blocking=True)
-    return batch[:, :-1], batch[:, 1:]
+def forward_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    autocast: Callable[[], AbstractContextManager],
+) -> torch.Tensor:
+    """Mean next-token cross-entropy of (x, y), (b, T) each; logits in fp32 for the loss."""
+    with autocast():
+        out = logits(model, x)  # (b, T, V)
+    return F.cross_entropy(out.float().reshape(-1, out.size(-1)), y.reshape(-1))
 
 
 def train_step(
-    step_model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    params: list[nn.Parameter],
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
     micro: int,
     grad_clip: float,
-    autocast: Callable[[], AbstractContextManager],
 ) -> torch.Tensor:
     """One optimizer step over the batch (x, y), in micro-batches of `micro` sequences whose
-    gradients accumulate; returns the batch's mean loss, still on the device."""
+    gradients accumulate (each loss weighted by its share of the batch, so the gradient is the
+    whole batch's mean); returns the batch's mean loss, still on the device (no host sync)."""
     batch = len(x)
-    loss_sum = torch.zeros((), device=x.device)
-    for start in range(0, batch, micro):
-        xb, yb = x[start : start + micro], y[start : start + micro]  # (b, T)
-        with autocast():
-            out = logits(step_model, xb)  # (b, T, V)
-        loss = F.cross_entropy(out.float().reshape(-1, out.size(-1)), yb.reshape(-1))
-        loss = loss * (len(xb) / batch)
+    if micro >= batch:
+        loss = loss_fn(x, y)
         loss.backward()
-        loss_sum += loss.detach()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(step_model.parameters(), grad_clip)
+        total = loss.detach()
+    else:
+        total = torch.zeros((), device=x.device)
+        for start in range(0, batch, micro):
+            xb, yb = x[start : start + micro], y[start : start + micro]  # (b, T)
+            loss = loss_fn(xb, yb) * (len(xb) / batch)
+            loss.backward()
+            total += loss.detach()
+    if grad_clip > 0:  # foreach: one kernel per step on CUDA, no host sync
+        torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=x.is_cuda or None)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum
-
-
-def divergence(loss: float, first: float, factor: float, step: int) -> str:
-    """Why a run has diverged at this step, or '' while it has not."""
-    if math.isfinite(loss) and loss <= factor * first:
-        return ""
-    return f"diverged: train loss {loss:.4g} at step {step} (first {first:.4g}, limit x{factor:g})"
+    return total
 
 
 def train_run(
@@ -172,6 +187,10 @@ def train_run(
 ) -> TrainResult:
     """Train `config` from scratch (or from `init_model`) and evaluate at every milestone.
 
+    The host never waits for the device inside a step: losses are read as they arrive
+    (tuner.pipeline.LossBook) and everything waits only at milestones. On CUDA a milestone's
+    callback runs while the next step computes, so a trial pruned there has run one step more
+    than before (counted in its cost); elsewhere the order is the plain one.
     `extra_eval(model, is_last_milestone)` adds metrics to a milestone (downstream tasks);
     its time is kept apart as `task_seconds`, out of training and evaluation time.
     """
@@ -181,8 +200,12 @@ def train_run(
         torch.set_num_threads(tc.threads)
     data = data or load_token_data(config.data, config.tokenizer)
     device = resolve_device(tc.device)
+    apply_memory_fraction(device)
     autocast = autocast_for(tc.precision, device)
     torch.manual_seed(config.seed)
+    if init_model is None:  # fail before allocating anything large (tuner.memory)
+        check_split(data, tc.seq_len)
+        require_fit(config, data.vocab_size, device.type)
     model = (
         init_model
         if init_model is not None
@@ -192,13 +215,21 @@ def train_run(
     model.to(device).train()
     fpt = flops_per_token(count_params(model)[1], data.vocab_size, config.model, tc.seq_len)
     plan = plan_budget(config, fpt)
-    step_model = torch.compile(model) if tc.compile else model
     optimizer = make_optimizer(model, config)
+    params = list(model.parameters())
+    micro = micro_batch_for(config, model, data.vocab_size, device, autocast)
+    eager_reason = compile_problem(device.type) if tc.compile else ""
+    if eager_reason:
+        warn_eager(eager_reason)
+    loss_fn = loss_function(model, autocast, tc.compile and not eager_reason)
     gen = torch.Generator().manual_seed(config.seed + 1)
-    micro = tc.micro_batch_size or tc.batch_size
+    batches = BatchStream(data.train, tc.batch_size, tc.seq_len, gen, device)
+    losses = LossBook(device, tc.diverge_factor)
+    defer = is_async(device)  # run a milestone's callback while the next step computes
     reset_peak_memory(device)
 
-    def milestone(index: int, step: int, lr: float, train_losses: list[float]) -> Milestone:
+    def milestone(index: int, step: int, lr: float) -> Milestone:
+        t1 = time.perf_counter()
         metrics = evaluate(
             model,
             data.val,
@@ -209,7 +240,7 @@ def train_run(
             device,
             autocast,
         )
-        metrics["train_loss"] = sum(train_losses) / max(len(train_losses), 1)
+        metrics["train_loss"] = losses.take_window()
         metrics["train_val_gap"] = metrics["val_loss"] - metrics["train_loss"]
         metrics["learning_rate"] = lr
         metrics["tokens_per_second"] = step * plan.tokens_per_step / max(train_seconds, 1e-9)
@@ -218,45 +249,62 @@ def train_run(
             t2 = time.perf_counter()
             metrics |= extra_eval(model, index == len(plan.milestone_steps) - 1)
             task_seconds += time.perf_counter() - t2
-        return Milestone(index, step * plan.tokens_per_step, step, metrics)
+        seconds = time.perf_counter() - t1  # evaluation and extra_eval; tasks split off below
+        return Milestone(index, step * plan.tokens_per_step, step, metrics, seconds)
+
+    def report(m: Milestone) -> None:
+        nonlocal status, reason
+        if on_milestone and on_milestone(m):
+            status, reason = "pruned", f"pruned at milestone {m.index}"
 
     history: list[Milestone] = []
+    pending: list[Milestone] = []  # evaluated; callback deferred to the next step (CUDA)
     status, reason = "complete", ""
     train_seconds = eval_seconds = task_seconds = 0.0
-    first_loss: float | None = None
-    window: list[float] = []  # train losses since the last milestone
     step = 0
     try:
         while step < plan.steps and status == "complete":
             t0 = time.perf_counter()
             lr = get_lr(step, plan.steps, config.optim.lr, config.schedule)
             for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = sample_batch(data.train, tc.batch_size, tc.seq_len, gen, device)
-            step_loss = train_step(
-                step_model, optimizer, x, y, micro, config.optim.grad_clip, autocast
-            ).item()  # one device sync per step
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            x, y = batches.next()
+            try:
+                loss = train_step(loss_fn, params, optimizer, x, y, micro, config.optim.grad_clip)
+            except Exception as err:
+                if step or not tc.compile or eager_reason or not is_compile_error(err):
+                    raise
+                eager_reason = one_line(err)  # the backend failed on the model: go eager
+                warn_eager(eager_reason)
+                optimizer.zero_grad(set_to_none=True)
+                loss_fn = loss_function(model, autocast, compiled=False)
+                loss = train_step(loss_fn, params, optimizer, x, y, micro, config.optim.grad_clip)
             step += 1
+            losses.add(step, loss)
+            while pending and status == "complete":
+                report(pending.pop(0))
+            due = len(history) < len(plan.milestone_steps) and (
+                step >= plan.milestone_steps[len(history)]
+            )
+            diverged = losses.update(wait=due or step == plan.steps)
             train_seconds += time.perf_counter() - t0
-            first_loss = step_loss if first_loss is None else first_loss
-            reason = divergence(step_loss, first_loss, tc.diverge_factor, step)
-            if reason:
-                status = "diverged"
+            if diverged and status == "complete":
+                status, reason = "diverged", diverged
+            if status != "complete":
                 break
-            window.append(step_loss)
             if on_progress:
                 on_progress(step * plan.tokens_per_step, plan.tokens)
             while (
-                len(history) < len(plan.milestone_steps)
+                status == "complete"
+                and len(history) < len(plan.milestone_steps)
                 and step >= plan.milestone_steps[len(history)]
             ):
-                t1 = time.perf_counter()
-                history.append(milestone(len(history), step, lr, window))
-                eval_seconds += time.perf_counter() - t1
-                window = []
-                if on_milestone and on_milestone(history[-1]):
-                    status, reason = "pruned", f"pruned at milestone {history[-1].index}"
-                    break
+                history.append(milestone(len(history), step, lr))
+                eval_seconds += history[-1].eval_seconds
+                if defer and step < plan.steps:
+                    pending.append(history[-1])
+                else:
+                    report(history[-1])
     except torch.OutOfMemoryError as err:
         status, reason = "oom", f"out of memory: {str(err).splitlines()[0][:300]}"
         optimizer.zero_grad(set_to_none=True)
@@ -269,9 +317,67 @@ def train_run(
         "eval_seconds": eval_seconds - task_seconds,
         "task_seconds": task_seconds,
     }
-    figures = run_cost(model, fpt, plan, step, timing, device, config)
+    tokens = step * plan.tokens_per_step
+    figures = cost.run_figures(model, config, data.vocab_size, tokens, plan.tokens, timing, device)
+    figures |= {
+        "steps": step,
+        "micro_batch_size": micro,
+        "grad_accumulation_steps": math.ceil(tc.batch_size / micro),
+        "compiled": bool(tc.compile and not eager_reason),
+        **({"compile_fallback": eager_reason} if tc.compile and eager_reason else {}),
+    }
     final = dict(history[-1].metrics) if history else {}
     return TrainResult(status, reason, final, figures, history, model)
+
+
+def loss_function(
+    model: nn.Module, autocast: Callable[[], AbstractContextManager], compiled: bool
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(x, y) -> mean loss; with `compiled`, torch.compile covers the loss too (the fp32 cast
+    of the logits fuses into the cross-entropy)."""
+
+    def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return forward_loss(model, x, y, autocast)
+
+    if not compiled:
+        return loss_fn
+    # a fresh start per run: trials differ in shape, and past dynamo's per-function recompile
+    # limit later trials of a worker would silently run eager
+    if "torch._dynamo" in sys.modules:  # nothing compiled before it was imported
+        torch.compiler.reset()
+    return torch.compile(loss_fn)
+
+
+def micro_batch_for(
+    config: RunConfig,
+    model: nn.Module,
+    vocab_size: int,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+) -> int:
+    """Sequences per forward pass: the configured cap (0 = none), or with `auto` the largest
+    divisor of the batch that fits this process's share of a CUDA device (no cap elsewhere)."""
+    tc = config.train
+    if tc.micro_batch_size != "auto":
+        return min(tc.micro_batch_size or tc.batch_size, tc.batch_size)
+    if device.type not in microbatch.PROBED:
+        return tc.batch_size
+
+    def attempt(size: int) -> None:
+        ids = torch.randint(vocab_size, (size, tc.seq_len + 1), device=device)  # (b, T+1)
+        forward_loss(model, ids[:, :-1], ids[:, 1:], autocast).backward()
+
+    moments = 2 if config.optim.name == "adamw" else 1  # optimizer state per parameter
+    state = moments * sum(p.numel() * p.element_size() for p in model.parameters())
+    budget = microbatch.memory_budget(device)
+    fits = microbatch.probe(
+        attempt,
+        lambda: model.zero_grad(set_to_none=True),
+        device,
+        state + int(microbatch.HEADROOM * budget),
+    )
+    key = microbatch.cache_key(config, vocab_size, device, budget)
+    return microbatch.cached_largest_fit(key, tc.batch_size, fits)
 
 
 def check_fits(model: nn.Module, data: TokenData, seq_len: int) -> None:
@@ -279,38 +385,10 @@ def check_fits(model: nn.Module, data: TokenData, seq_len: int) -> None:
     positions = max_positions(model)
     if positions is not None and seq_len > positions:
         raise ConfigError(f"train.seq_len: {seq_len} is beyond the model's range of {positions}")
+    check_split(data, seq_len)
+
+
+def check_split(data: TokenData, seq_len: int) -> None:
+    """The training split must hold one sequence (checked before a model is built)."""
     if len(data.train) <= seq_len + 1:
         raise ConfigError(f"train.seq_len: {seq_len} is longer than the training split")
-
-
-def run_cost(
-    model: nn.Module,
-    fpt: float,
-    plan: Plan,
-    steps: int,
-    timing: dict[str, float],
-    device: torch.device,
-    config: RunConfig,
-) -> dict[str, Any]:
-    """What a run cost: parameters, FLOPs, tokens, time, MFU, memory, device and price."""
-    n_params, n_non_embedding = count_params(model)
-    tokens_seen = steps * plan.tokens_per_step
-    train_flops = fpt * tokens_seen
-    train_seconds = max(timing["train_seconds"], 1e-9)
-    peak = peak_flops(device, config.cost)
-    return {
-        "n_params": n_params,
-        "n_params_non_embedding": n_non_embedding,
-        "flops_per_token": fpt,
-        "train_flops": train_flops,
-        "tokens_seen": tokens_seen,
-        "budget_tokens": plan.tokens,
-        "steps": steps,
-        **timing,
-        "tokens_per_second": tokens_seen / train_seconds,
-        "mfu": train_flops / train_seconds / peak if peak else 0.0,
-        "peak_flops": peak,
-        "peak_memory_bytes": peak_memory_bytes(device),
-        "device": device_name(device),
-        "price_usd": price_usd(timing["wall_seconds"], device, config.cost),
-    }

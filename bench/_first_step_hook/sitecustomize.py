@@ -26,7 +26,8 @@ TARGETS = {
     "tuner.cli": (),
     "tuner.study": ("create_study", "run_study"),
     "tuner.tracking": ("Tracker.start_trial",),
-    "tuner.train": ("train_run", "sample_batch"),
+    "tuner.train": ("train_run",),
+    "tuner.pipeline": ("BatchStream.next",),
 }
 
 
@@ -59,7 +60,7 @@ def patch(module, dotted: str) -> None:
     *path, attr = dotted.split(".")
     for part in path:
         owner = getattr(owner, part)
-    first_calls = 2 if attr == "sample_batch" else 1  # 2nd batch drawn = first step done
+    first_calls = 2 if dotted == "BatchStream.next" else 1  # 2nd batch drawn = first step done
     setattr(owner, attr, stamped(getattr(owner, attr), dotted, first_calls))
 
 

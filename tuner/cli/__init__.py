@@ -10,6 +10,9 @@ from __future__ import annotations
 import typer
 
 from tuner.cli import model, results, tools
+from tuner.cli.common import OneLineGroup
+from tuner.cli.mup import mup_app
+from tuner.cli.scaling import scaling_app
 from tuner.cli.study import space_app, study_app
 
 app = typer.Typer(
@@ -17,6 +20,7 @@ app = typer.Typer(
     "MLflow tracking.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=OneLineGroup,
 )
 
 
@@ -31,6 +35,8 @@ def main() -> None:
 
 app.add_typer(study_app, name="study")
 app.add_typer(space_app, name="space")
+app.add_typer(mup_app, name="mup")
+app.add_typer(scaling_app, name="scaling")
 app.command("ui")(results.ui)
 app.command("dashboard")(results.dashboard)
 app.command("export")(model.export)

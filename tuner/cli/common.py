@@ -1,16 +1,25 @@
-"""What every command shares: the consoles, the one-line error handling, common options."""
+"""What every command shares: the consoles, the one-line error handling, common options,
+and SIGTERM handled like Ctrl-C."""
 
 from __future__ import annotations
 
 import functools
 import shutil
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
+
+try:  # typer 0.2x carries its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer on click
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 from tuner.errors import TunerError
 
@@ -23,6 +32,14 @@ StorageOpt = Annotated[
         "--storage",
         help="Optuna storage URL "
         "(default: sqlite:///mlruns/optuna.db; a path ending in .log is a journal file).",
+    ),
+]
+GpusOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpus",
+        help="CUDA devices to spread the workers over, round robin (e.g. 0,1); "
+        "workers that share a device split its memory.",
     ),
 ]
 TrackingOpt = Annotated[
@@ -76,21 +93,91 @@ def print_table(table: Any, fmt: str) -> None:
         sys.stdout.flush()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so it unwinds exactly as Ctrl-C does: the trial
+    ends FAIL "interrupted", its MLflow run KILLED, and the study stays resumable."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup
+    raise Terminated
+
+
+def handle_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` in this process (main thread only, as Python requires)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def user_errors(fn: Callable) -> Callable:
     """A TunerError becomes one line on stderr and its exit code (2 for bad input); Ctrl-C
-    becomes exit 130 with a hint to resume."""
+    exits 130 and SIGTERM 143, with a hint to resume; a store or file failure that escaped
+    its command's own checks is still one line (exit 1)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        handle_sigterm()
         try:
             return fn(*args, **kwargs)
         except TunerError as e:
-            err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt as e:
             name = kwargs.get("name")
             hint = f"; continue with `tuner study resume {name}`" if name else ""
-            err.print(f"interrupted{hint}")
-            raise typer.Exit(130) from None
+            what = "terminated" if isinstance(e, Terminated) else "interrupted"
+            err.print(f"{what}{hint}", highlight=False, soft_wrap=True)
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+        except (OSError, Exception) as e:
+            line = _escaped(e)
+            if line is None:
+                raise
+            _fail(line, 1)
 
     return wrapper
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
+
+
+def _escaped(e: BaseException) -> str | None:
+    """One line for a store failure or an unwritable/full disk that no check caught first."""
+    from tuner.failures import describe, store_failure
+
+    found = store_failure(e)
+    if found is None:
+        return None
+    if isinstance(found, OSError) and found.filename:
+        return f"{found.filename}: {describe(found)}"
+    return f"store failure: {describe(found)}"
+
+
+class OneLineGroup(TyperGroup):
+    """The top `tuner` group: a usage error (unknown option, bad flag value, missing
+    argument) is one line and exit code 2, like every other bad input."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click_errors.UsageError as e:
+            where = e.ctx.command_path if e.ctx else "tuner"
+            err.print(
+                f"error: {where}: {e.format_message()} (see --help)",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
+            sys.exit(2)
+        except click_errors.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err.print("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)

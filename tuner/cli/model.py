@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,18 +34,42 @@ def export(
         str | None,
         typer.Option("--max-flops", help="Only trials that used at most this many training FLOPs."),
     ] = None,
+    width: Annotated[
+        int | None,
+        typer.Option("--width", help="Write the recipe at this d_model (μP keeps the tuned lr)."),
+    ] = None,
+    params: Annotated[
+        str | None,
+        typer.Option("--params", help="Or at the width nearest this non-embedding count (100M)."),
+    ] = None,
     storage: StorageOpt = None,
 ) -> None:
     """Write the best trial's complete config (with its provenance) as a YAML file."""
     from tuner.export import Constraints, export_best
+    from tuner.units import parse_amount
 
     path, pick = export_best(
-        name, output, trial, metric, Constraints.parse(max_params, max_flops), storage
+        name,
+        output,
+        trial,
+        metric,
+        Constraints.parse(max_params, max_flops),
+        storage,
+        width,
+        parse_amount(params, "--params"),
     )
+    if pick.warning:
+        err.print(f"warning: {pick.warning}", soft_wrap=True, highlight=False)
     n_params = pick.trial.cost.get("n_params")
+    mc = pick.config.model
+    moved = (
+        ""
+        if width is None and params is None
+        else f", at d_model {mc.d_model} ({mc.parametrization})"
+    )
     out.print(
         f"wrote {path}: trial {pick.trial.number} of study {name} "
-        f"({pick.metric} {pick.value:.4f}, {si(n_params)} params)",
+        f"({pick.metric} {pick.value:.4f}, {si(n_params)} params){moved}",
         soft_wrap=True,
     )
     out.print(f"train it: `tuner train {path}`", highlight=False)
@@ -122,6 +146,8 @@ def train(
     if scores:
         shown = ", ".join(f"{k.removeprefix('task.')} {v:.4g}" for k, v in scores)
         out.print(f"test split tasks: {shown}", soft_wrap=True)
+    if result.prediction:
+        out.print(_prediction_line(result.prediction), highlight=False, soft_wrap=True)
     out.print(
         f"saved {result.out_dir}; MLflow run {result.run_id} in experiment "
         f"{result.experiment}; registered {result.registered_name} v{result.version}",
@@ -132,6 +158,20 @@ def train(
         f"sample: `tuner generate {result.out_dir} --prompt 'ROMEO:'`",
         highlight=False,
         soft_wrap=True,
+    )
+
+
+def _prediction_line(p: dict[str, Any]) -> str:
+    """A scaling recipe's promise against what this run achieved."""
+    if not p["comparable"]:
+        return (
+            f"scaling prediction (val loss {p['predicted']:.4f}) is for {si(p['params'])} "
+            f"params and {si(p['tokens'])} tokens; this run differs, so it is not compared"
+        )
+    band = f" [{p['interval'][0]:.4f}, {p['interval'][1]:.4f}]" if p.get("interval") else ""
+    return (
+        f"scaling prediction: val loss {p['predicted']:.4f}{band} predicted, "
+        f"{p['achieved']:.4f} achieved ({100 * p['error']:+.2f} %)"
     )
 
 

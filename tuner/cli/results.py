@@ -62,9 +62,12 @@ def dashboard(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Draw a study as one self-contained HTML page (perplexity against size and cost, ...)."""
+    from tuner.files import make_parent
     from tuner.page import log_dashboard, write_dashboard
     from tuner.study import load_study
 
+    if output:  # an unwritable -o is said before any work (missing folders are created)
+        make_parent(Path(output), "-o")
     handle = load_study(name, storage, tracking_uri)
     path = write_dashboard(handle, output)
     out.print(f"dashboard: {path}")

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tuner.cli.common import (
     FormatOpt,
+    GpusOpt,
     Startup,
     StorageOpt,
     TrackingOpt,
@@ -67,6 +68,7 @@ def study_create(
             help="Worker processes to run on this machine (default storage then: a journal file).",
         ),
     ] = 1,
+    gpus: GpusOpt = None,
     warm_start: Annotated[
         str | None,
         typer.Option(
@@ -91,8 +93,13 @@ def study_create(
     with Startup(STARTING) as say:
         from tuner.config import apply_overrides, parse_overrides
         from tuner.space import load_space
+        from tuner.spawn import check_placement
+        from tuner.stores import check_study_name
         from tuner.study import create_study
+        from tuner.validate import check_store_urls, preflight
 
+        check_study_name(name)
+        check_store_urls(storage, tracking_uri)
         spec = load_space(space)
         base = apply_overrides(spec.base, parse_overrides(set_))
         terminate = None
@@ -107,6 +114,10 @@ def study_create(
             seed=seed,
             terminate=terminate,
         )
+        devices = check_placement(spec, workers, gpus)  # before anything is written
+        say("checking the space at its extremes: data, sizes, memory")
+        for line in preflight(spec, run_here=run):  # every check before anything is written
+            err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
         say("opening stores: Optuna storage and MLflow tracking")
         handle = create_study(
             name,
@@ -121,8 +132,8 @@ def study_create(
         f"created study [bold]{name}[/] ({spec.sampler} sampler, {spec.pruner} pruner, "
         f"{plural(spec.n_trials, 'trial')}) in {handle.storage_url}"
     )
-    if run and workers > 1:
-        _run_workers(handle, workers, spec.timeout)
+    if run and (workers > 1 or devices):
+        _run_workers(handle, workers, spec.timeout, devices)
     elif run:
         _run(handle, spec.n_trials, spec.timeout)
 
@@ -143,7 +154,9 @@ def study_resume(
     """Continue a study up to its trial count."""
     with Startup(STARTING) as say:
         from tuner.study import load_study
+        from tuner.validate import check_run_flags
 
+        check_run_flags(n_trials, timeout)
         say("opening stores: Optuna storage and MLflow tracking")
         handle = load_study(name, storage, tracking_uri)
     _run(handle, n_trials or handle.space.n_trials, timeout)
@@ -164,11 +177,13 @@ def _run(handle: StudyHandle, n_trials: int, timeout: float | None) -> None:
     _finish(handle)
 
 
-def _run_workers(handle: StudyHandle, workers: int, timeout: float | None) -> None:
+def _run_workers(
+    handle: StudyHandle, workers: int, timeout: float | None, gpus: list[int] | None = None
+) -> None:
     """Run `workers` local worker processes on a new study, wait for them, then finish it."""
     from tuner.spawn import start_workers, wait_workers
 
-    if handle.storage_url.startswith("sqlite"):
+    if workers > 1 and handle.storage_url.startswith("sqlite"):
         err.print(
             "note: several workers on one SQLite file queue on its lock; a journal file "
             "(--storage PATH.log, the default with --workers) is Optuna's advice"
@@ -178,7 +193,7 @@ def _run_workers(handle: StudyHandle, workers: int, timeout: float | None) -> No
         f"`tuner study worker {handle.name} --storage {handle.storage_url}`"
     )
     codes = wait_workers(
-        start_workers(handle.name, handle.storage_url, handle.tracking_uri, workers, timeout)
+        start_workers(handle.name, handle.storage_url, handle.tracking_uri, workers, timeout, gpus)
     )
     _finish(handle)
     failed = [code for code in codes if code != 0]
@@ -213,6 +228,10 @@ def study_worker(
     timeout: Annotated[
         float | None, typer.Option(help="Stop starting trials after this many seconds.")
     ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes to start on this machine.")
+    ] = 1,
+    gpus: GpusOpt = None,
 ) -> None:
     """Join a study from any machine; run its queued trials until none is left.
 
@@ -222,6 +241,22 @@ def study_worker(
     from tuner.progress import LineReporter
     from tuner.startup import warm_up
     from tuner.study import load_study, run_study
+    from tuner.validate import check_run_flags
+
+    check_run_flags(None, timeout)
+    if workers > 1 or gpus is not None:  # K processes here, each a plain worker
+        from tuner.spawn import check_placement, start_workers, wait_workers
+
+        handle = load_study(name, storage, tracking_uri)
+        devices = check_placement(handle.space, workers, gpus)
+        procs = start_workers(
+            name, handle.storage_url, handle.tracking_uri, workers, timeout, devices
+        )
+        failed = [code for code in wait_workers(procs) if code != 0]
+        if failed:
+            err.print(f"{len(failed)} of {workers} workers exited abnormally (codes {failed})")
+            raise typer.Exit(1)
+        return
 
     # a worker prints its own line per trial; MLflow's run links would only add noise
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -284,13 +319,21 @@ def study_show(
 @study_app.command("delete")
 @user_errors
 def study_delete(
-    name: Annotated[str, typer.Argument(help="Study to delete.")], storage: StorageOpt = None
+    name: Annotated[str, typer.Argument(help="Study to delete.")],
+    storage: StorageOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Delete even with trials running: they are failed, their runs ended."
+        ),
+    ] = False,
 ) -> None:
-    """Delete a study and its MLflow experiment."""
+    """Delete a study and its MLflow experiment (refused while trials run, unless --force)."""
     from tuner.study import delete_study
 
-    delete_study(name, storage)
-    out.print(f"deleted study {name}")
+    stopped = delete_study(name, storage, force=force)
+    note = f" (stopped running trials {', '.join(map(str, stopped))})" if stopped else ""
+    out.print(f"deleted study {name}{note}")
 
 
 @space_app.command("validate")
@@ -298,8 +341,15 @@ def study_delete(
 def space_validate(path: Annotated[str, typer.Argument(help="Search-space YAML file.")]) -> None:
     """Check a search-space file; exit 2 with the first problem."""
     from tuner.space import load_space
+    from tuner.validate import check_space
 
     spec = load_space(path)
+    try:
+        warnings = check_space(spec)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    for line in warnings:
+        err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     out.print(
         f"{path}: ok ({plural(len(spec.params), 'param')}, {spec.sampler} sampler, "
         f"{plural(spec.n_trials, 'trial')})"

@@ -4,6 +4,11 @@
 the parametric law, `fit` combines them into one result, `recommend` turns a fit into N, D and
 an expected loss for a budget, `compute` holds the FLOP convention and the shape rule for any
 N, and `plan` lays out an IsoFLOP study's trials.
+
+Above them: `study` runs a plan as an ordinary tuner study and reads its runs back, `recipe`
+makes a recommendation a trainable RunConfig, `actions` is what `tuner scaling fit/recommend`
+do, and the dashboard goes gather -> figures -> page. Those import tuner's study machinery
+(and torch), so they are imported by module, never from here.
 """
 
 from tuner.scaling.approach2 import Approach2Fit, IsoflopCurve, PowerLaw, fit_approach2

@@ -32,7 +32,9 @@ class ShapeRule:
     Width d_model is a multiple of a fixed head dimension; depth follows the aspect ratio
     d_model / n_layer (64 matches most of tuner's presets; Kaplan et al. 2020 found the loss
     flat for ratios of roughly 20 to 200); the feed-forward width is `ff_ratio`·d_model, as in
-    the presets, for gpt2 and llama alike.
+    the presets, for gpt2 and llama alike. With `n_layer` set, depth is fixed and only the
+    width follows N: at a few thousand parameters depth can only move in jumps (one layer or
+    two), which change the loss more than N does, so one family of shapes fits a law better.
     """
 
     arch: Literal["gpt2", "llama"] = "gpt2"
@@ -42,6 +44,8 @@ class ShapeRule:
     """d_model / n_head; widths are multiples of it."""
     ff_ratio: int = 4
     """d_ff / d_model."""
+    n_layer: int = 0
+    """A fixed depth for every size (0: depth from the aspect ratio)."""
 
     def __post_init__(self) -> None:
         if self.arch not in ("gpt2", "llama"):
@@ -50,6 +54,10 @@ class ShapeRule:
             )
         if self.aspect_ratio <= 0 or self.head_dim <= 0 or self.ff_ratio <= 0:
             raise ConfigError("shape rule: aspect_ratio, head_dim and ff_ratio must be > 0")
+        if self.n_layer < 0:
+            raise ConfigError(
+                f"--layers: must be >= 1 (or 0 for the aspect ratio), got {self.n_layer}"
+            )
 
     def params(self, n_layer: ArrayLike, d_model: ArrayLike) -> Any:
         """Non-embedding parameters of a shape, exactly as `tuner.models.count_params` counts
@@ -67,12 +75,24 @@ class ShapeRule:
         these so that FLOPs are a smooth function of N."""
         n = np.asarray(n, dtype=float)
         quad = 4 + 2 * self.ff_ratio if self.arch == "gpt2" else 4 + 3 * self.ff_ratio
+        if self.n_layer:  # params = L·(quad·d² + lin·d) + final·d, solved for d
+            lin, final = (9 + self.ff_ratio, 2) if self.arch == "gpt2" else (2, 1)
+            a, b = self.n_layer * quad, self.n_layer * lin + final
+            d_model = (np.sqrt(b * b + 4 * a * n) - b) / (2 * a)
+            return np.full_like(d_model, float(self.n_layer)), d_model
         d_model = np.cbrt(n * self.aspect_ratio / quad)
         return d_model / self.aspect_ratio, d_model
 
+    def smallest_width(self) -> int:
+        """The width of the smallest model `shape` makes: one layer, and the narrowest
+        multiple of the head dimension whose aspect ratio is within a factor 2 of the rule's."""
+        if self.n_layer:
+            return self.head_dim
+        return self.head_dim * max(1, math.ceil(self.aspect_ratio / 2 / self.head_dim - 1e-9))
+
     def smallest_params(self) -> int:
-        """The smallest model the rule makes: one layer, one head."""
-        return int(self.params(1, self.head_dim))
+        """Non-embedding parameters of the smallest model `shape` makes."""
+        return int(self.params(self.n_layer or 1, self.smallest_width()))
 
     def shape(self, n: float, base: ModelConfig | None = None) -> ModelConfig:
         """A `size: custom` ModelConfig whose non-embedding count is close to `n`.
@@ -81,7 +101,8 @@ class ShapeRule:
         continuous width; each gets the depth that best matches `n`. Among the candidates whose
         aspect ratio is within a factor of 2 of the rule's (all of them if none is), the winner
         is the closest to `n` in log, with a small preference for the rule's aspect ratio.
-        Other fields (dropout) come from `base`.
+        With a fixed depth, the width closest to `n` in log wins. Other fields (dropout) come
+        from `base`.
         """
         if not n > 0:
             raise ConfigError(f"shape rule: target parameter count must be > 0, got {n}")
@@ -91,7 +112,11 @@ class ShapeRule:
         candidates = []
         for d in range(low * hd, high * hd + 1, hd):
             per_layer = float(self.params(1, d) - self.params(0, d))
-            n_layer = max(1, round((n - float(self.params(0, d))) / per_layer))
+            n_layer = self.n_layer or max(1, round((n - float(self.params(0, d))) / per_layer))
+            if self.n_layer:
+                miss = abs(math.log(float(self.params(n_layer, d)) / n))
+                candidates.append((False, miss, n_layer, d))
+                continue
             skew = abs(math.log(d / n_layer / self.aspect_ratio))
             miss = abs(math.log(float(self.params(n_layer, d)) / n))
             candidates.append((skew > math.log(2), miss + 0.1 * skew, n_layer, d))
@@ -146,7 +171,12 @@ class ComputeModel:
         assert self.rule is not None
         return (
             f"C = (6·(N + V·d) + 6·L·T·d)·D, N non-embedding, V={self.vocab_size}, "
-            f"T={self.seq_len}, {self.rule.arch} shapes with d/L={self.rule.aspect_ratio:g}"
+            f"T={self.seq_len}, {self.rule.arch} shapes with "
+            + (
+                f"{self.rule.n_layer} layers"
+                if self.rule.n_layer
+                else f"d/L={self.rule.aspect_ratio:g}"
+            )
         )
 
     def to_json(self) -> dict[str, Any]:

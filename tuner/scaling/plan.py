@@ -45,9 +45,13 @@ class PlanPoint:
         return self.tokens * self.flops_per_token
 
     def overrides(self) -> dict[str, Any]:
-        """Dotted RunConfig paths to set on the base config (`config.apply_overrides`)."""
+        """Dotted RunConfig paths to set on the base config (`config.apply_overrides`).
+
+        The budget goes in as `train.flops`: the run then derives exactly `tokens` (whole
+        steps, its schedule ending there) and its config carries its nominal IsoFLOP budget,
+        which is what a fit groups runs by; `train.tokens` states the same amount."""
         model = {f"model.{k}": v for k, v in dataclasses.asdict(self.model).items()}
-        return model | {"train.tokens": self.tokens, "train.flops": 0.0}
+        return model | {"train.tokens": self.tokens, "train.flops": float(self.budget)}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,9 +73,11 @@ class IsoflopPlan:
     """Targets dropped (too small a model, too few tokens for one step, a duplicate shape)."""
 
 
-def shape_rule_for(model: ModelConfig, head_dim: int = 0, aspect_ratio: float = 64.0) -> ShapeRule:
+def shape_rule_for(
+    model: ModelConfig, head_dim: int = 0, aspect_ratio: float = 64.0, n_layer: int = 0
+) -> ShapeRule:
     """The shape rule for the base config's architecture; head_dim 0 keeps the base's own
-    width per head (d_model / n_head of its preset), else 32."""
+    width per head (d_model / n_head of its preset), else 32; n_layer > 0 fixes the depth."""
     from tuner.models import resolve_shape  # torch: only when planning
 
     if model.arch not in ("gpt2", "llama"):
@@ -79,7 +85,7 @@ def shape_rule_for(model: ModelConfig, head_dim: int = 0, aspect_ratio: float = 
     if not head_dim:
         shape = resolve_shape(model)
         head_dim = shape.d_model // shape.n_head if shape.n_head else 32
-    return ShapeRule(model.arch, aspect_ratio, head_dim)  # type: ignore[arg-type]
+    return ShapeRule(model.arch, aspect_ratio, head_dim, n_layer=n_layer)  # type: ignore[arg-type]
 
 
 def compute_model_for(base: RunConfig, vocab_size: int, rule: ShapeRule) -> ComputeModel:
@@ -116,7 +122,7 @@ def plan_isoflop(
     points: list[PlanPoint] = []
     warnings: list[str] = []
     for budget in sorted(budgets):
-        center = _expected_optimum(budget, compute, prior, tokens_per_param)
+        center = expected_optimum(budget, compute, prior, tokens_per_param)
         kept: list[PlanPoint] = []
         for target in center * spread ** np.linspace(-1.0, 1.0, sizes):
             point = plan_point(budget, float(target), base, vocab_size, rule)
@@ -136,11 +142,18 @@ def plan_isoflop(
                 kept.append(point)
         if len(kept) < MIN_SIZES:
             step_flops = tokens_per_step * _smallest_fpt(rule, base, vocab_size)
+            small = sum(f"budget {budget:.3g}:" in w and "smallest model" in w for w in warnings)
+            why = (
+                f"{small} target sizes are below the smallest model ({min_params:,} "
+                f"parameters: one layer of width {rule.smallest_width()}); "
+                if small
+                else ""
+            )
             raise ConfigError(
                 f"--budgets: {budget:.3g} FLOPs leaves {len(kept)} trainable sizes of {sizes} "
-                f"(a parabola needs {MIN_SIZES}); one step of {tokens_per_step:,} tokens at the "
-                f"smallest model costs {step_flops:.3g} "
-                f"FLOPs and a trial needs {min_steps} steps; raise the budget"
+                f"(a parabola needs {MIN_SIZES}); {why}one step of {tokens_per_step:,} tokens "
+                f"at the smallest model costs {step_flops:.3g} FLOPs and a trial needs "
+                f"{min_steps} steps; raise the budget"
             )
         points += kept
     return IsoflopPlan(tuple(points), tuple(warnings))
@@ -166,7 +179,7 @@ def _check_inputs(budgets: list[float], sizes: int, spread: float, tokens_per_pa
         raise ConfigError(f"--tokens-per-param: must be > 0, got {tokens_per_param}")
 
 
-def _expected_optimum(
+def expected_optimum(
     budget: float, compute: ComputeModel, prior: ScalingFit | None, tokens_per_param: float
 ) -> float:
     """N* from a prior fit (with this study's compute convention), else from C = fpt(N)·r·N."""

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from tuner import optuna_compat
 from tuner.heartbeat import JournalHeartbeatStorage
-from tuner.optuna_compat import QueuedStudy, QueueEmpty, study_storage, trial_id
+from tuner.optuna_compat import QueuedStudy, QueueEmpty, study_storage, trial_id, whole_study
 
 
 def test_the_private_names_exist():
@@ -31,6 +31,23 @@ def test_the_private_names_exist():
     frozen = study.get_trials()[0]
     assert isinstance(trial_id(frozen), int)
     assert study_storage(study) is study._storage
+
+
+def test_whole_study_behind_a_hyperband_bracket_view():
+    study = optuna.create_study(pruner=optuna.pruners.HyperbandPruner(1, 9, 3))
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.report(1.0, 1)
+        trial.should_prune()  # sets the pruner's brackets up
+        return 1.0
+
+    study.optimize(objective, n_trials=30)
+    views = [optuna.pruners._filter_study(study, t) for t in study.trials]
+    assert min(len(v.get_trials()) for v in views) < 30  # a view lists one bracket only
+    view = views[-1]
+    assert view is not study
+    assert whole_study(view) is study
+    assert whole_study(study) is study
 
 
 def test_optimize_pops_queued_trials_through_ask_and_never_creates_one():

@@ -6,7 +6,9 @@ What tuner needs and Optuna does not offer publicly:
 - a heartbeat for the journal storage (`BaseHeartbeat`, and `fail_stale_trials` asking a
   storage for `_get_stale_trial_ids`);
 - a study whose `ask` only pops queued trials (`Study._pop_waiting_trial_id`, the per-thread
-  trial cache, and `optimize` creating its trials through `ask`).
+  trial cache, and `optimize` creating its trials through `ask`);
+- the whole study behind the one-bracket view that `HyperbandPruner` hands a sampler
+  (`_BracketStudy._study`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ def trial_id(trial: FrozenTrial) -> int:
 
 def study_storage(study: optuna.Study) -> BaseStorage:
     return study._storage
+
+
+def whole_study(study: optuna.Study) -> optuna.Study:
+    """The study itself, also where Optuna gives a sampler one Hyperband bracket's view of it
+    (whose `get_trials` lists that bracket's trials only)."""
+    return getattr(study, "_study", study)
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):

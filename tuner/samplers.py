@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from tuner.config import RunConfig
 from tuner.errors import ConfigError
+from tuner.optuna_compat import whole_study
 from tuner.quiet import experimental_ok
 
 
@@ -67,6 +68,8 @@ PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
     "hyperband": {"min_resource": 1, "reduction_factor": 3},
     "successive-halving": {"min_resource": 1, "reduction_factor": 3, "min_early_stopping_rate": 0},
 }
+MAX_STARTUP_SKIPS = 64
+"""Startup points skipped at most, per trial, for repeating a trial the study already holds."""
 CHOICES = {"startup": ("qmc", "random"), "qmc_type": ("sobol", "halton")}
 SAMPLERS = tuple(SAMPLER_DEFAULTS)
 PRUNERS = tuple(PRUNER_DEFAULTS)
@@ -196,7 +199,16 @@ class StartupThenSampler(optuna.samplers.BaseSampler):
         return self._for(study, trial).infer_relative_search_space(study, trial)
 
     def sample_relative(self, study: optuna.Study, trial: Any, search_space: dict) -> dict:
-        return self._for(study, trial).sample_relative(study, trial, search_space)
+        sampler = self._for(study, trial)
+        point = sampler.sample_relative(study, trial, search_space)
+        if sampler is self.startup:  # skip points already run (a warm start's seeds)
+            tried = whole_study(study).get_trials(deepcopy=False)
+            seen = [{k: t.params.get(k) for k in point} for t in tried if t.params]
+            for _ in range(MAX_STARTUP_SKIPS):
+                if point not in seen:
+                    break
+                point = sampler.sample_relative(study, trial, search_space)
+        return point
 
     def sample_independent(self, study: optuna.Study, trial: Any, name: str, dist: Any) -> Any:
         return self._for(study, trial).sample_independent(study, trial, name, dist)

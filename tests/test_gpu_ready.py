@@ -485,3 +485,16 @@ def test_study_worker_starts_k_placed_workers(tmp_path, monkeypatch):
     result = cli("study", "worker", "k", "--workers", "3")
     assert result.exit_code == 0, result.output
     assert started == {"name": "k", "storage": stores.default_storage(), "n": 3, "gpus": []}
+
+
+def test_memory_estimate_with_auto_micro_batches(tiny_config):
+    """On a GPU `auto` splits the batch until it fits, so one sequence must fit; on a CPU it
+    is no cap, the whole batch."""
+    from tuner.memory import estimate
+
+    auto = tiny_config.replace("train.micro_batch_size", "auto")
+    whole = tiny_config.replace("train.micro_batch_size", 0)
+    one = tiny_config.replace("train.micro_batch_size", 1)
+    assert estimate(auto, 512, "cpu").activations == estimate(whole, 512, "cpu").activations
+    assert estimate(auto, 512, "cuda").activations == estimate(one, 512, "cuda").activations
+    assert estimate(auto, 512, "cuda").activations < estimate(whole, 512, "cuda").activations

@@ -112,7 +112,10 @@ def estimate(config: RunConfig, vocab_size: int, device_type: str = "cpu") -> Me
     params = param_count(config, vocab_size)
     act = 2 if uses_bf16(tc.precision, torch.device(device_type)) else 4
     state = {"adamw": 8, "sgd": 4}[config.optim.name]
-    micro = min(tc.micro_batch_size or tc.batch_size, tc.batch_size)
+    if tc.micro_batch_size == "auto":  # a GPU splits the batch until it fits (tuner.microbatch)
+        micro = 1 if device_type == "cuda" else tc.batch_size  # on a CPU, auto is no cap
+    else:
+        micro = min(tc.micro_batch_size or tc.batch_size, tc.batch_size)
     n = micro * tc.seq_len
     a_d, a_f = ACTIVATIONS[config.model.arch]
     per_layer = (a_d * s.d_model + a_f * s.d_ff) * n * act

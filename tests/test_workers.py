@@ -376,7 +376,8 @@ def test_three_workers_postgres_and_mlflow_server_cover_grid_once(
 
     trials = trials_of("grid3", postgres_url)
     states = [t.state.name for t in trials]
-    assert states == ["COMPLETE"] * 4, [(t.state.name, t.user_attrs.get("reason")) for t in trials]
+    reasons = [(t.state.name, t.user_attrs.get("reason"), t.system_attrs) for t in trials]
+    assert states == ["COMPLETE"] * 4, f"{reasons}\n" + "\n".join(o[-3000:] for o in outputs)
     points = [params_key(t.params) for t in trials]
     expected = {(("learning_rate", lr),) for lr in GRID["learning_rate"]["grid"]}
     assert len(points) == 4 and set(points) == expected  # every point, exactly once

@@ -111,16 +111,21 @@ class TrialObjective:
             records.write_reason(trial, f"{type(err).__name__}: {err}")
             raise
         records.write_config(trial, config)
-        run = self.tracker.start_trial(
-            self.experiment_id,
-            self.parent_run_id,
-            self.study_name,
-            trial.number,
-            self.space.sampler,
-            config,
-            trial.params,
-            data=self.data,
-        )
+        try:
+            run = self.tracker.start_trial(
+                self.experiment_id,
+                self.parent_run_id,
+                self.study_name,
+                trial.number,
+                self.space.sampler,
+                config,
+                trial.params,
+                data=self.data,
+            )
+        except Exception as err:  # a failed trial always says why, whatever failed
+            if store_failure(err) is None:
+                records.write_reason(trial, f"MLflow run not started: {type(err).__name__}: {err}")
+            raise
         records.write_run_id(trial, run.run_id)
         if origin != trial.number:
             self.tracker.client.set_tag(run.run_id, "tuner.retry_of", str(origin))

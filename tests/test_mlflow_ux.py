@@ -136,3 +136,29 @@ def test_ui_tags_experiments_written_before_tuner_did(tmp_path):
     tags = MlflowClient(uri).get_experiment(old).tags
     assert tags[mlflow_ui.KIND_TAG] == "custom_model_development"
     assert mlflow_ui.VIEW_TAG_PREFIX + mlflow_ui.VIEW_ID in tags
+
+
+def test_a_worker_that_loses_the_dataset_race_tries_again(study, monkeypatch):
+    """Two workers' first trials insert the same dataset at once; MLflow's loser gets an
+    error, and its next try finds the dataset (no trial fails for it)."""
+    from mlflow.exceptions import MlflowException
+
+    from tuner.tracking import Tracker
+
+    tracker = Tracker(study.client.tracking_uri)
+    run = tracker.client.create_run(study.experiment_id)
+    config = from_dict(RunConfig, TINY_BASE)
+    data = load_token_data(config.data, config.tokenizer)
+    real, calls = tracker.client.log_inputs, []
+
+    def lose_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException("UNIQUE constraint failed: datasets.experiment_id, name")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker.client, "log_inputs", lose_once)
+    tracker.log_data(run.info.run_id, data, config, ("train",))
+    assert len(calls) == 2
+    inputs = tracker.client.get_run(run.info.run_id).inputs.dataset_inputs
+    assert [entry.dataset.name for entry in inputs] == ["shakespeare:train"]

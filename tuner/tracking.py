@@ -45,6 +45,10 @@ def check_tracking_uri(uri: str) -> str:
     return uri
 
 
+DATASET_TRIES = 3
+"""Tries to record a run's dataset inputs (see Tracker.log_data)."""
+
+
 class Tracker:
     """A thin layer over `MlflowClient` that knows tuner's run layout."""
 
@@ -106,8 +110,21 @@ class Tracker:
     def log_data(
         self, run_id: str, data: TokenData, config: RunConfig, splits: tuple[str, ...]
     ) -> None:
-        """Record the splits of `data` the run reads as MLflow dataset inputs."""
-        self.client.log_inputs(run_id, datasets=dataset_inputs(data.root, config.data, splits))
+        """Record the splits of `data` the run reads as MLflow dataset inputs.
+
+        MLflow looks a dataset up, then inserts it: workers whose first trials start at once
+        race to insert the same one, and the losers get an error. Their next try finds it."""
+        from mlflow.exceptions import MlflowException
+
+        datasets = dataset_inputs(data.root, config.data, splits)
+        for attempt in range(DATASET_TRIES):
+            try:
+                self.client.log_inputs(run_id, datasets=datasets)
+                return
+            except MlflowException:
+                if attempt == DATASET_TRIES - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
 
     def system_metrics(self, run_id: str) -> SystemMetrics | None:
         """Start sampling system use into `run_id` ($TUNER_SYSTEM_METRICS seconds apart)."""

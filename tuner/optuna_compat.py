@@ -21,6 +21,10 @@ from optuna.storages._heartbeat import BaseHeartbeat  # private: no public base 
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
 from optuna.trial import FrozenTrial
 
+QMC_SAMPLES_CATEGORICALS = int(optuna.__version__.split(".")[0]) >= 5
+"""Optuna 5's QMCSampler draws categoricals from its sequence; 4.x samples them on their own
+and fails with one in its relative search space (public API, behaviour by version)."""
+
 
 def trial_id(trial: FrozenTrial) -> int:
     """The storage's id of a trial (not its number)."""

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from tuner.config import RunConfig
 from tuner.errors import ConfigError
-from tuner.optuna_compat import whole_study
+from tuner.optuna_compat import QMC_SAMPLES_CATEGORICALS, whole_study
 from tuner.quiet import experimental_ok
 
 
@@ -230,7 +230,13 @@ class SpaceQMCSampler(optuna.samplers.QMCSampler):
         self.space = space
 
     def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
-        return dict(self.space)
+        if QMC_SAMPLES_CATEGORICALS:
+            return dict(self.space)
+        return {
+            name: dist
+            for name, dist in self.space.items()
+            if not isinstance(dist, optuna.distributions.CategoricalDistribution)
+        }
 
 
 def _tpe(space: SearchSpace, seed: int, o: dict[str, Any]) -> optuna.samplers.BaseSampler:

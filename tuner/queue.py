@@ -67,7 +67,10 @@ def drain(
                 study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
             except QueueEmpty:
                 if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    return
+                    time.sleep(1)  # a reaper may be between failing a lost trial and queueing
+                    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                        return  # its retry: look once more before leaving
+                    continue
                 time.sleep(poll)
             except UpdateFinishedTrialError:  # a stalled worker's trial was failed meanwhile
                 _stop_on_store_failure(objective)

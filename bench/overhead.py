@@ -333,7 +333,7 @@ def tuner_command() -> list[str]:
 
 def write_cli_space(folder: Path) -> Path:
     """A one-trial space whose trial is a few steps: only the way to the first step matters."""
-    space = space_dict(16 * 128 * 4, 1, "random")
+    space = space_dict(16 * 128 * 4, 1, "random", tasks=False)
     space["base"] = {**space["base"], "train": {**space["base"]["train"], "eval_tokens": 1024}}
     path = folder / "first-step.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))

@@ -15,6 +15,7 @@ and these strategies (sampler, pruner as a space names them):
   tpe+hb     TPE + Hyperband as tuner ships them (`sampler: tpe`, `pruner: hyperband`, bare)
   tpe+hb-v0  the settings tuner shipped before (independent-startup TPE with n/3 startup
              trials, Hyperband from milestone 1 with reduction factor 3)
+  tpe+sh     TPE + successive halving (`pruner: successive-halving`, bare)
   tpe        TPE alone, no pruning
   grid       every grid point once (grid48 only, seed-independent)
   warm       tpe+hb warm-started (`--warm-start`) from a tpe+hb study of the same space at
@@ -26,6 +27,11 @@ target loss, which is random search's final best loss, median over seeds; the ra
 strategy's median over seeds divided by random's. A strategy that never reaches it on its
 median seed is "not reached"; where random's median seed never does, the ratio is an upper
 bound ("< x", against all random spent).
+
+With --match-compute, every other strategy gets random search's compute instead of its trial
+count: a study keeps adding trials until it reaches the target or has spent what random
+search spent on the same seed (at most 4x the trial count). Pruning strategies finish a trial
+count on a fraction of that compute; this asks what they reach with the same compute.
 
 Every finished study is cached under $TMPDIR/tuner-bench-search/ keyed by a hash of its
 space, strategy (with the sampler and pruner settings tuner resolves them to) and seed, so an
@@ -46,6 +52,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +62,7 @@ from _common import (  # noqa: E402
     Report,
     machine,
     machine_line,
+    median,
     quiet,
     save_results,
     set_threads,
@@ -77,6 +85,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
         "sampler": {"name": "tpe", "startup": "random", "n_startup_trials": "n/3"},
         "pruner": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3},
     },
+    "tpe+sh": {"sampler": "tpe", "pruner": "successive-halving"},
     "tpe": {"sampler": "tpe", "pruner": "none"},
     "grid": {"sampler": "grid", "pruner": "none"},
     "warm": {"sampler": "tpe", "pruner": "hyperband", "warm": True},
@@ -156,18 +165,22 @@ def cache_key(raw: dict[str, Any], extra: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run_one(space: str, strategy: str, seed: int, args: argparse.Namespace) -> Curve:
+def run_one(
+    space: str, strategy: str, seed: int, args: argparse.Namespace, until: Until | None = None
+) -> Curve:
     """One study of `strategy` on `space` with `seed`, from the cache or run now."""
     raw = study_raw(space, strategy, seed, args)
     warm = STRATEGIES[strategy].get("warm", False)
     source_raw = study_raw(space, "tpe+hb", seed, args, half=True) if warm else None
     extra = {"warm_from": cache_key(source_raw, {})} if source_raw else {}
+    if until is not None:
+        extra["until"] = until.__dict__
     key = cache_key(raw, extra)
     path = CACHE / f"{space}-{strategy}-seed{seed}-{key}.json"
     if path.is_file() and not args.no_cache:
         return Curve.from_json(json.loads(path.read_text()))
     source = _source_study(space, seed, source_raw, args) if source_raw else None
-    curve = _run_study(space, strategy, seed, raw, warm_from=source)
+    curve = _run_study(space, strategy, seed, raw, warm_from=source, until=until)
     if source is not None:
         curve.source_flops = source.total_flops
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -187,8 +200,22 @@ def _source_study(space: str, seed: int, raw: dict[str, Any], args: argparse.Nam
     return curve
 
 
+@dataclass
+class Until:
+    """--match-compute: add trials until the target loss or random search's compute."""
+
+    target: float
+    flops: float
+    max_trials: int
+
+
 def _run_study(
-    space: str, strategy: str, seed: int, raw: dict[str, Any], warm_from: Curve | None = None
+    space: str,
+    strategy: str,
+    seed: int,
+    raw: dict[str, Any],
+    warm_from: Curve | None = None,
+    until: Until | None = None,
 ) -> Curve:
     from tuner.space import parse_space
     from tuner.study import create_study, run_study
@@ -199,7 +226,14 @@ def _run_study(
         kwargs["warm_start"] = _rebuild(warm_from, name + "-source")
     handle = create_study(name, parse_space(raw), **kwargs)
     started = time.perf_counter()
-    run_study(handle)
+    if until is None:
+        run_study(handle)
+    else:
+        for n in range(1, until.max_trials + 1):
+            run_study(handle, n_trials=n)
+            done = Curve.of_trials(space, strategy, seed, handle.study.get_trials(deepcopy=False))
+            if done.final_best <= until.target or done.total_flops >= until.flops:
+                break
     curve = Curve.of_trials(space, strategy, seed, handle.study.get_trials(deepcopy=False))
     curve.raw = handle.space.raw
     curve.seconds = time.perf_counter() - started
@@ -267,6 +301,13 @@ def warm_up() -> None:
     )
 
 
+def _until(randoms: list[Curve], space: str, seed: int, args: argparse.Namespace) -> Until:
+    random = [c for c in randoms if c.space == space]
+    paired = [c for c in random if c.seed == seed]
+    target = median([c.final_best for c in random])
+    return Until(target, paired[0].total_flops, 4 * args.trials)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -284,6 +325,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=JSON",
         help='an extra strategy, e.g. \'sh={"sampler": "tpe", "pruner": '
         '{"name": "successive-halving"}}\' (add NAME to --only)',
+    )
+    p.add_argument(
+        "--match-compute",
+        action="store_true",
+        help="give every strategy random search's compute (per seed) instead of its trial count",
     )
     p.add_argument("--no-cache", action="store_true", help="rerun studies found in the cache")
     p.add_argument("--no-terminator", action="store_true", help="skip the terminator replay")
@@ -314,9 +360,15 @@ def main(argv: list[str] | None = None) -> None:
     warm_up()
     curves: list[Curve] = []
     seeds = [int(x) for x in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
+    randoms: list[Curve] = []
+    if args.match_compute:  # random search of every seed sets the target and the compute
+        randoms = [run_one(sp, "random", s, args) for sp in spaces for s in range(args.seeds)]
     for space, strategy, seed in schedule(spaces, strategies, list(seeds)):
         started = time.perf_counter()
-        curve = run_one(space, strategy, seed, args)
+        until = None
+        if args.match_compute and strategy != "random":
+            until = _until(randoms, space, seed, args)
+        curve = run_one(space, strategy, seed, args, until)
         curves.append(curve)
         print(
             f"  {space} {strategy:9s} seed {seed}: {len(curve.points)} trials "

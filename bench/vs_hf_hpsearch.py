@@ -26,6 +26,7 @@ repeats run in alternating order.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -161,9 +162,17 @@ def run_tuner(args: argparse.Namespace) -> RouteResult:
     from tuner.study import create_study, run_study
 
     started, epoch = time.perf_counter(), time.time()
-    handle = create_study(f"vs-hf-{time.time_ns()}", parse_space(tuner_space(args)))
+    name = f"vs-hf-{time.time_ns()}"
+    handle = create_study(name, parse_space(tuner_space(args)), local_workers=args.workers)
     created = time.perf_counter()
-    run_study(handle)
+    if args.workers > 1:  # tuner's --workers: one process per trial at a time, a core each
+        from tuner.spawn import start_workers, wait_workers
+
+        procs = start_workers(name, handle.storage_url, handle.tracking_uri, args.workers, None)
+        if any(code != 0 for code in wait_workers(procs)):
+            raise SystemExit("a tuner worker failed")
+    else:
+        run_study(handle)
     wall = time.perf_counter() - started
     result = RouteResult("tuner", wall, 0, 0.0, 0.0)
     result.create_seconds = created - started
@@ -541,6 +550,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="which route runs first in the first repeat (they alternate)",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="tuner's route runs this many worker processes (`--workers`), a CPU share each",
+    )
+    p.add_argument(
+        "--hf-threads",
+        type=int,
+        default=None,
+        help="torch threads of the Trainer route (default: --threads, or every core with "
+        "--workers > 1, so both routes have the whole machine)",
+    )
+    p.add_argument(
+        "--same-seed",
+        action="store_true",
+        help="every repeat with --seed (default: repeat r with seed + r, so repeats are "
+        "independent searches rather than reruns of one)",
+    )
+    p.add_argument(
         "--repeats",
         type=int,
         default=3,
@@ -551,6 +579,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.milestones = args.milestones or (4 if args.quick else 8)
     args.eval_tokens = args.eval_tokens or (1024 if args.quick else 2048)
     args.tokens = args.tokens or (16384 if args.quick else 65536)
+    if args.hf_threads is None:
+        args.hf_threads = (os.cpu_count() or 1) if args.workers > 1 else (args.threads or 1)
     unit = max(BATCH_SIZES) * SEQ_LEN * args.milestones
     if args.tokens % unit:
         p.error(
@@ -581,19 +611,27 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.eval_tokens:,} tokens; sampler (both routes) {search['sampler']}, seed "
         f"{args.seed}; tuner's pruner {search['pruner']} (milestones), the Trainer's Optuna "
         f"{args.hf_pruner} pruner (global steps); {args.trials} trials per route; "
-        f"{args.repeats} repeats in alternating order; {torch.get_num_threads()} torch thread(s)"
+        f"{args.repeats} repeats in alternating order"
+        + ("" if args.same_seed else f" with seeds {args.seed}..{args.seed + args.repeats - 1}")
+        + f"; tuner: {args.workers} worker process(es), "
+        f"{os.environ.get('OMP_NUM_THREADS', 'default')} torch thread(s) each; the Trainer: "
+        f"{args.hf_threads} torch thread(s)"
     )
     warm_up(args, workdir)
     runs = []
     for repeat in range(args.repeats):
         tuner_first = (args.order == "tuner-first") == (repeat % 2 == 0)  # AB, BA, AB, ...
         order = ("tuner", "hf") if tuner_first else ("hf", "tuner")
+        seed = args.seed if args.same_seed else args.seed + repeat
+        rargs = argparse.Namespace(**{**vars(args), "seed": seed})
         done: dict[str, Any] = {}
         for route in order:
             if route == "tuner":
-                done["tuner"] = run_tuner(args)
+                done["tuner"] = run_tuner(rargs)
             else:
-                done["hf"], done["extra"] = run_hf(args, workdir)
+                torch.set_num_threads(args.hf_threads)
+                done["hf"], done["extra"] = run_hf(rargs, workdir)
+                torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
             print(
                 f"  repeat {repeat + 1}/{args.repeats} {route}: {done[route].wall_seconds:.0f} s",
                 flush=True,

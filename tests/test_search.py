@@ -13,6 +13,7 @@ from tuner.errors import ConfigError
 from tuner.samplers import (
     SpaceQMCSampler,
     StartupThenSampler,
+    WholeStudySampler,
     describe,
     make_pruner,
     make_sampler,
@@ -43,6 +44,8 @@ def load(name: str) -> optuna.Study:
 def test_bare_names_get_the_shipped_defaults():
     space = space_of(sampler="tpe", pruner="hyperband")
     sampler, pruner = make_sampler(space, 7), make_pruner(space)
+    assert isinstance(sampler, WholeStudySampler)
+    sampler = sampler.inner
     assert isinstance(sampler, StartupThenSampler) and isinstance(sampler.startup, SpaceQMCSampler)
     tpe = sampler.main
     assert tpe._multivariate is True and tpe._group is True and tpe._constant_liar is True
@@ -55,6 +58,7 @@ def test_bare_names_get_the_shipped_defaults():
 def test_options_given_in_a_space_reach_optuna(tmp_path):
     base = {**TINY_BASE, "train": {**TINY_BASE["train"], "milestones": 8}}
     sampler = {"name": "tpe", "multivariate": False, "startup": "random", "n_startup_trials": 5}
+    sampler |= {"whole_study": False}
     pruner = {"name": "hyperband", "min_resource": 2, "reduction_factor": 2}
     space = space_of(base=base, sampler=sampler, pruner=pruner)
     assert describe(space)["sampler"]["n_startup_trials"] == 5
@@ -94,6 +98,41 @@ def test_qmc_startup_then_tpe():
     sobol = run(SpaceQMCSampler(space.distributions(), scramble=True, seed=3), 4)
     assert mixed[:4] == sobol
     assert len(set(mixed)) == 8
+
+
+class Recorder(optuna.samplers.RandomSampler):
+    """A random sampler that notes how many trials each call was shown."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.seen: list[int] = []
+
+    def sample_independent(self, study, trial, name, dist):
+        self.seen.append(len(study.get_trials(deepcopy=False)))
+        return super().sample_independent(study, trial, name, dist)
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_under_hyperband_the_sampler_sees_the_whole_study(whole):
+    """Optuna shows a sampler one Hyperband bracket's trials; tuner's TPE sees them all."""
+    recorder = Recorder()
+    sampler = WholeStudySampler(recorder) if whole else recorder
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9, reduction_factor=3)
+    study = optuna.create_study(sampler=sampler, pruner=pruner)
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        for step in range(9):
+            trial.report(x + 1 / (step + 1), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned
+        return x
+
+    study.optimize(objective, n_trials=12)
+    if whole:
+        assert recorder.seen == list(range(1, 13))  # every earlier trial, and the new one
+    else:
+        assert max(recorder.seen) < 12 and len(set(recorder.seen)) < 12
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,7 @@ SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
         "n_startup_trials": AUTO,  # startup_trials(n_trials)
         "startup": "qmc",  # startup points from a scrambled Sobol sequence, not random
         "n_ei_candidates": 24,
+        "whole_study": True,  # under Hyperband, learn from every bracket's trials
     },
     "cmaes": {"n_startup_trials": 1},
     "nsga2": {"population_size": AUTO},
@@ -221,6 +222,37 @@ class StartupThenSampler(optuna.samplers.BaseSampler):
         self._phase.pop(trial.number, None)
 
 
+class WholeStudySampler(optuna.samplers.BaseSampler):
+    """`inner`, always shown the whole study.
+
+    Under Hyperband, Optuna hands a sampler the trials of the new trial's bracket only, so
+    with 3 brackets TPE learns from a third of the study and spends its startup trials once
+    per bracket (an 8-trial study was mostly startup points). Here it learns from all of them;
+    TPE ranks a pruned trial by how far it got, so trials cut at different rungs still order.
+    """
+
+    def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
+        self.inner = inner
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
+        return self.inner.infer_relative_search_space(whole_study(study), trial)
+
+    def sample_relative(self, study: optuna.Study, trial: Any, search_space: dict) -> dict:
+        return self.inner.sample_relative(whole_study(study), trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: Any, name: str, dist: Any) -> Any:
+        return self.inner.sample_independent(whole_study(study), trial, name, dist)
+
+    def before_trial(self, study: optuna.Study, trial: Any) -> None:
+        self.inner.before_trial(whole_study(study), trial)
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
+        self.inner.after_trial(whole_study(study), trial, state, values)
+
+
 class SpaceQMCSampler(optuna.samplers.QMCSampler):
     """A QMC sampler told its space up front, so its very first point is quasi-random too
     (Optuna's draws the first trial at random and reads the space off it)."""
@@ -249,10 +281,11 @@ def _tpe(space: SearchSpace, seed: int, o: dict[str, Any]) -> optuna.samplers.Ba
         constant_liar=o["constant_liar"],
         n_ei_candidates=o["n_ei_candidates"],
     )
-    if o["startup"] != "qmc" or n == 0:
-        return tpe
-    qmc = SpaceQMCSampler(space.distributions(), scramble=True, seed=seed)
-    return StartupThenSampler(qmc, tpe, n)
+    sampler: optuna.samplers.BaseSampler = tpe
+    if o["startup"] == "qmc" and n > 0:
+        qmc = SpaceQMCSampler(space.distributions(), scramble=True, seed=seed)
+        sampler = StartupThenSampler(qmc, tpe, n)
+    return WholeStudySampler(sampler) if o["whole_study"] else sampler
 
 
 class QueuedGridSampler(optuna.samplers.GridSampler):

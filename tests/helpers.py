@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -38,3 +42,18 @@ def write_space(path: Path, params: dict[str, Any] | None = None, **top: Any) ->
 def cli(*args: str):
     """Run `tuner ARGS` in-process; returns the click Result (exit_code, output)."""
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+@contextmanager
+def project(root: Path, cache: Path) -> Iterator[pytest.MonkeyPatch]:
+    """A module-scoped fixture's own tuner project in `root` (stores in root/mlruns, the
+    session's token cache), as the working folder; torch's thread count restored after (a
+    trial sets it from train.threads)."""
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TUNER_HOME", str(root / "mlruns"))
+        mp.setenv("TUNER_CACHE_DIR", str(cache))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.chdir(root)
+        yield mp
+    torch.set_num_threads(threads)

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from tests.conftest import TINY_BASE
-from tests.helpers import cli, write_space
+from tests.helpers import cli, project, write_space
 from tuner import stores
 from tuner.config import ConfigError, RunConfig, from_dict, load_run_config
 from tuner.data import load_token_data
@@ -53,12 +53,7 @@ class Micro:
 def micro(tmp_path_factory, shared_cache):
     """The study, its exported best config and the final model trained from it, built once."""
     root = tmp_path_factory.mktemp("micro-study")
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TUNER_HOME", str(root / "mlruns"))
-        mp.setenv("TUNER_CACHE_DIR", str(shared_cache))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.chdir(root)
+    with project(root, shared_cache):
         base = {**TINY_BASE, "train": {**TINY_BASE["train"], **FAST}}
         space = write_space(
             root / "space.yaml", {"model.n_layer": {"choices": [1, 2]}}, sampler="grid", base=base
@@ -75,7 +70,6 @@ def micro(tmp_path_factory, shared_cache):
             root / "best.yaml",
             root / "final",
         )
-    torch.set_num_threads(threads)  # train_run set it from train.threads
 
 
 def one_line_error(result, message: str) -> None:

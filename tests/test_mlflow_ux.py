@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow import MlflowClient
 
 from tests.conftest import TINY_BASE
-from tests.helpers import cli, write_space
+from tests.helpers import cli, project, write_space
 from tuner import mlflow_ui, stores
 from tuner.config import RunConfig, from_dict
 from tuner.data import cache_key, load_token_data
@@ -41,20 +40,14 @@ class Study:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, shared_cache):
     root = tmp_path_factory.mktemp("ux-study")
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TUNER_HOME", str(root / "mlruns"))
-        mp.setenv("TUNER_CACHE_DIR", str(shared_cache))
+    with project(root, shared_cache) as mp:
         mp.setenv("TUNER_SYSTEM_METRICS", "0.5")
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.chdir(root)
         base = {**TINY_BASE, "train": {**TINY_BASE["train"], "tokens": 4096, "threads": 1}}
         space = write_space(root / "space.yaml", PARAMS, n_trials=2, base=base)
         created = cli("study", "create", "ux", "--space", str(space))
         assert created.exit_code == 0, created.output
         client = MlflowClient(stores.default_tracking_uri())
         yield Study(root, client, client.get_experiment_by_name("ux").experiment_id)
-    torch.set_num_threads(threads)
 
 
 def test_the_experiment_opens_on_its_training_runs(study):

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from tests.conftest import TINY_BASE
-from tests.helpers import cli, write_space
+from tests.helpers import cli, project, write_space
 from tuner.config import RunConfig, load_run_config
 from tuner.data import load_token_data
 from tuner.evaluate import evaluate
@@ -48,12 +48,7 @@ class MuStudy:
 @pytest.fixture(scope="module")
 def mu(tmp_path_factory, shared_cache):
     root = tmp_path_factory.mktemp("mu-study")
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TUNER_HOME", str(root / "mlruns"))
-        mp.setenv("TUNER_CACHE_DIR", str(shared_cache))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.chdir(root)
+    with project(root, shared_cache):
         space = write_space(
             root / "space.yaml",
             {"learning_rate": {"choices": [3e-3]}},
@@ -66,7 +61,6 @@ def mu(tmp_path_factory, shared_cache):
         yield MuStudy(
             root, f"sqlite:///{root}/mlruns/optuna.db", f"sqlite:///{root}/mlruns/mlflow.db"
         )
-    torch.set_num_threads(threads)
 
 
 def one_line_error(result, message: str) -> None:

@@ -17,10 +17,17 @@ the Trainer's wall time), so "best val_loss" compares like with like.
 
 The figure: the wall time tuner needs until a completed trial reaches the Trainer route's
 final best loss (or better), divided by the Trainer route's whole wall time; median over
-repeats run in alternating order.
+repeats run in alternating order, repeat r with seed + r for both routes (--same-seed reruns
+one seed).
+
+Both have the whole machine: with --workers K tuner runs K worker processes (`tuner study
+create --workers K`: a share of the cores each, trials in parallel), and the Trainer, whose
+`hyperparameter_search` runs trials one after another in one process, gets every core as
+torch threads (--hf-threads).
 
   python bench/vs_hf_hpsearch.py --quick   # 6 trials of 16k tokens a route, 3 repeats
   python bench/vs_hf_hpsearch.py           # 16 trials of 65k tokens a route, 3 repeats
+  python bench/vs_hf_hpsearch.py --workers 2   # tuner with 2 worker processes
 """
 
 from __future__ import annotations

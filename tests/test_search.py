@@ -44,8 +44,6 @@ def load(name: str) -> optuna.Study:
 def test_bare_names_get_the_shipped_defaults():
     space = space_of(sampler="tpe", pruner="hyperband")
     sampler, pruner = make_sampler(space, 7), make_pruner(space)
-    assert isinstance(sampler, WholeStudySampler)
-    sampler = sampler.inner
     assert isinstance(sampler, StartupThenSampler) and isinstance(sampler.startup, SpaceQMCSampler)
     tpe = sampler.main
     assert tpe._multivariate is True and tpe._group is True and tpe._constant_liar is True
@@ -55,10 +53,21 @@ def test_bare_names_get_the_shipped_defaults():
     assert pruner._max_resource == TINY_BASE["train"]["milestones"]
 
 
+@pytest.mark.parametrize("milestones, first", [(2, 1), (4, 1), (6, 2), (8, 3), (9, 4)])
+def test_bare_hyperband_first_compares_half_way(milestones, first):
+    """Hyperband's first rung is the milestone that ends the first half of training."""
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "milestones": milestones}}
+    pruner = make_pruner(space_of(base=base, pruner="hyperband"))
+    assert pruner._min_resource == first and pruner._max_resource == milestones
+    assert describe(space_of(base=base, pruner="hyperband"))["pruner"]["min_resource"] == first
+
+
 def test_options_given_in_a_space_reach_optuna(tmp_path):
     base = {**TINY_BASE, "train": {**TINY_BASE["train"], "milestones": 8}}
     sampler = {"name": "tpe", "multivariate": False, "startup": "random", "n_startup_trials": 5}
     sampler |= {"whole_study": False}
+    whole = make_sampler(space_of(sampler={"name": "tpe", "whole_study": True}), 7)
+    assert isinstance(whole, WholeStudySampler) and isinstance(whole.inner, StartupThenSampler)
     pruner = {"name": "hyperband", "min_resource": 2, "reduction_factor": 2}
     space = space_of(base=base, sampler=sampler, pruner=pruner)
     assert describe(space)["sampler"]["n_startup_trials"] == 5

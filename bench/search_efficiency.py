@@ -331,6 +331,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="give every strategy random search's compute (per seed) instead of its trial count",
     )
+    p.add_argument(
+        "--cached-as",
+        action="append",
+        default=[],
+        metavar="NAME=FILE,FILE,...",
+        help="also report these cached studies (file names in the cache) as strategy NAME: "
+        "studies run under earlier defaults, whose cache keys no longer match",
+    )
     p.add_argument("--no-cache", action="store_true", help="rerun studies found in the cache")
     p.add_argument("--no-terminator", action="store_true", help="skip the terminator replay")
     p.add_argument("--no-replay", action="store_true", help="skip the pruner replays")
@@ -376,6 +384,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{si(curve.total_flops, 'FLOP')}, {time.perf_counter() - started:.0f} s",
             flush=True,
         )
+    for item in args.cached_as:
+        name, _, files = item.partition("=")
+        for file in files.split(","):
+            curve = Curve.from_json(json.loads((CACHE / file).read_text()))
+            curve.strategy = name
+            curves.append(curve)
     analyses = {}
     for space in spaces:
         mine = [c for c in curves if c.space == space]

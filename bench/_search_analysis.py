@@ -398,7 +398,12 @@ def spread(values: list[float]) -> str:
 
 PRUNER_VARIANTS: dict[str, dict[str, Any]] = {
     "none": {"name": "none"},
-    "hyperband r1 eta3 (default)": {"name": "hyperband", "min_resource": 1, "reduction_factor": 3},
+    "hyperband half-way eta3 (default)": {"name": "hyperband"},
+    "hyperband r1 eta3 (the default before)": {
+        "name": "hyperband",
+        "min_resource": 1,
+        "reduction_factor": 3,
+    },
     "hyperband r1 eta2": {"name": "hyperband", "min_resource": 1, "reduction_factor": 2},
     "hyperband r2 eta3": {"name": "hyperband", "min_resource": 2, "reduction_factor": 3},
     "successive-halving r1 eta3": {"name": "successive-halving", "min_resource": 1},

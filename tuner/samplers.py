@@ -80,9 +80,11 @@ PRUNERS = tuple(PRUNER_DEFAULTS)
 def half_way(milestones: int) -> int:
     """Hyperband's first comparison: the milestone that ends the first half of training.
 
-    Early losses rank trials poorly when big models at low learning rates start slowly (in
-    bench/search_efficiency.py the loss at milestone k of 8 ranked final losses with Spearman
-    0.27, 0.64, 0.76, 0.84 for k = 1..4): comparing sooner prunes the eventual winners.
+    Early losses rank trials poorly when big models at low learning rates start slowly: in
+    bench/search_efficiency.py (72 random trials) the loss at milestone k of 8 ranked final
+    losses with Spearman 0.56, 0.76, 0.88, 0.94 for k = 1..4, and TPE + Hyperband comparing
+    from milestone 2 reached random search's median best on 1 seed of 3, from milestone 4 on 2
+    at 0.55x its compute.
     """
     return max(1, math.ceil(milestones / 2) - 1)
 

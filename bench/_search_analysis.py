@@ -366,6 +366,10 @@ def plot(curves: list[Curve]) -> Path | None:
     except ImportError:
         return None
     spaces = list(dict.fromkeys(c.space for c in curves))
+    others = iter(["#17becf", "#bcbd22", "#8c564b", "#e377c2", "#ff7f0e", "#1f77b4"] * 3)
+    colors = dict(COLORS)
+    for strategy in dict.fromkeys(c.strategy for c in curves):
+        colors.setdefault(strategy, next(others))
     fig = make_subplots(rows=1, cols=len(spaces), subplot_titles=spaces)
     for col, space in enumerate(spaces, start=1):
         for c in (c for c in curves if c.space == space):
@@ -375,7 +379,11 @@ def plot(curves: list[Curve]) -> Path | None:
                     x=[p.flops for p in pts],
                     y=[p.best for p in pts],
                     mode="lines+markers",
-                    line={"shape": "hv", "color": COLORS.get(c.strategy, "#17becf")},
+                    line={
+                        "shape": "hv",
+                        "color": colors[c.strategy],
+                        "dash": ("solid", "dot", "dash")[c.seed % 3],
+                    },
                     name=f"{space} {c.strategy} seed {c.seed}",
                     legendgroup=c.strategy,
                 ),

@@ -308,6 +308,13 @@ def _until(randoms: list[Curve], space: str, seed: int, args: argparse.Namespace
     return Until(target, paired[0].total_flops, 4 * args.trials)
 
 
+def _without_configs(curve: dict[str, Any]) -> dict[str, Any]:
+    """A study for the results file: each trial's full config (the cache keeps it) left out."""
+    return curve | {
+        "trials": [{k: v for k, v in t.items() if k != "config"} for t in curve["trials"]]
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -418,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": info,
         "strategies": {s: STRATEGIES[s] for s in strategies},
         "analyses": analyses,
-        "curves": [c.to_json() for c in curves],
+        "curves": [_without_configs(c.to_json()) for c in curves],
     }
     path = save_results(name, payload, say.text)
     print(f"wrote {path} and {path.with_suffix('.json')}")

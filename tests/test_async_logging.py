@@ -8,7 +8,6 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.helpers import cli, write_space
-from tests.test_tracking import mlflow_server  # noqa: F401 - the fixture
 from tuner import stores
 from tuner.tracking import Tracker
 
@@ -29,7 +28,7 @@ def batch_calls(monkeypatch):
 
 def test_milestones_go_out_asynchronously_and_all_arrive(
     tmp_path,
-    mlflow_server,  # noqa: F811 - the fixture
+    mlflow_server,
     batch_calls,
 ):
     space = write_space(tmp_path / "space.yaml", n_trials=2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 import tuner.objective
+from tests.conftest import free_port
 from tests.helpers import cli, write_space
 from tuner import stores
 
@@ -151,61 +151,6 @@ def test_ctrl_c_leaves_no_run_running_and_the_study_resumable(tmp_path, monkeypa
     assert all(r.info.status != "RUNNING" for r in runs_of(client(), "k"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300  # a loaded 2-core machine
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "server.log").read_text()
-                time.sleep(0.5)
-        else:
-            pytest.fail(
-                "mlflow server did not start: " + (tmp_path / "server.log").read_text()[-2000:]
-            )
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
 def _post(url: str, payload: dict) -> dict:
     request = urllib.request.Request(
         url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
@@ -235,7 +180,7 @@ def test_a_real_tracking_server_serves_the_runs_over_rest(tmp_path, mlflow_serve
 
 
 def test_tuner_ui_serves_the_store_on_loopback(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuner", "ui", "--port", str(port)],
         stdout=subprocess.PIPE,

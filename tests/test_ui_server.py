@@ -14,8 +14,8 @@ import urllib.request
 import psutil
 import pytest
 
+from tests.conftest import free_port
 from tests.helpers import cli
-from tests.test_tracking import _free_port
 
 
 def port_is_free(port: int) -> bool:
@@ -45,7 +45,7 @@ def wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 240) -> Non
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
 def test_tuner_ui_stops_every_process_and_frees_the_port(stop):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuner", "ui", "--port", str(port)],
         stdout=subprocess.PIPE,

@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import TINY_BASE
+from tests.conftest import TINY_BASE, free_port
 from tests.helpers import cli, write_space
 from tuner.records import counted
 from tuner.spawn import worker_command
@@ -56,12 +55,6 @@ def quick_heartbeat(monkeypatch):
 
 
 # ---------------------------------------------------------------- processes and servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:

@@ -106,6 +106,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def mlflow_server_command(port: int, root: Path) -> list[str]:
+    """`mlflow server` on the loopback, one worker, its SQLite store and artifacts in `root`."""
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """One `mlflow server` for the session's HTTP tracking tests (each uses its own
@@ -114,22 +134,7 @@ def mlflow_server(tmp_path_factory):
     port = free_port()
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
+        mlflow_server_command(port, tmp_path),
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "MLFLOW_TRACKING_URI": ""},

@@ -23,7 +23,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import TINY_BASE, free_port
+from tests.conftest import TINY_BASE, free_port, mlflow_server_command
 from tests.helpers import cli, write_space
 from tuner.records import counted
 from tuner.spawn import worker_command
@@ -240,27 +240,9 @@ class MlflowServer:
 
     def __init__(self, root: Path, procs: Procs):
         self.procs = procs
-        self.url = f"http://127.0.0.1:{free_port()}"
-        port = self.url.rsplit(":", 1)[1]
-        self.proc = procs.start(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                port,
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(root / "artifacts"),
-            ],
-            "mlflow-server",
-        )
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = procs.start(mlflow_server_command(port, root), "mlflow-server")
 
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:

@@ -636,9 +636,10 @@ def main(argv: list[str] | None = None) -> None:
             if route == "tuner":
                 done["tuner"] = run_tuner(rargs)
             else:
+                threads = torch.get_num_threads()
                 torch.set_num_threads(args.hf_threads)
                 done["hf"], done["extra"] = run_hf(rargs, workdir)
-                torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
+                torch.set_num_threads(threads)
             print(
                 f"  repeat {repeat + 1}/{args.repeats} {route}: {done[route].wall_seconds:.0f} s",
                 flush=True,

@@ -20,14 +20,15 @@ final best loss (or better), divided by the Trainer route's whole wall time; med
 repeats run in alternating order, repeat r with seed + r for both routes (--same-seed reruns
 one seed).
 
-Both have the whole machine: with --workers K tuner runs K worker processes (`tuner study
-create --workers K`: a share of the cores each, trials in parallel), and the Trainer, whose
+Both have the whole machine: with --workers K tuner runs K workers as `tuner study create
+--workers K` does (this process, its imports paid like the Trainer's, and K-1 processes started
+beside it; a share of the cores each, trials in parallel), and the Trainer, whose
 `hyperparameter_search` runs trials one after another in one process, gets every core as
 torch threads (--hf-threads).
 
   python bench/vs_hf_hpsearch.py --quick   # 6 trials of 16k tokens a route, 3 repeats
   python bench/vs_hf_hpsearch.py           # 16 trials of 65k tokens a route, 3 repeats
-  python bench/vs_hf_hpsearch.py --workers 2   # tuner with 2 worker processes
+  python bench/vs_hf_hpsearch.py --workers 2   # tuner with 2 workers
 """
 
 from __future__ import annotations
@@ -172,11 +173,10 @@ def run_tuner(args: argparse.Namespace) -> RouteResult:
     name = f"vs-hf-{time.time_ns()}"
     handle = create_study(name, parse_space(tuner_space(args)), local_workers=args.workers)
     created = time.perf_counter()
-    if args.workers > 1:  # tuner's --workers: one process per trial at a time, a core each
-        from tuner.spawn import start_workers, wait_workers
+    if args.workers > 1:  # tuner's --workers: this process and K-1 beside it, a core each
+        from tuner.workers import run_workers
 
-        procs = start_workers(name, handle.storage_url, handle.tracking_uri, args.workers, None)
-        if any(code != 0 for code in wait_workers(procs)):
+        if run_workers(handle, args.workers, None):
             raise SystemExit("a tuner worker failed")
     else:
         run_study(handle)
@@ -560,7 +560,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=1,
-        help="tuner's route runs this many worker processes (`--workers`), a CPU share each",
+        help="tuner's route runs this many workers (`--workers`: this process and K-1 "
+        "beside it), a CPU share each",
     )
     p.add_argument(
         "--hf-threads",
@@ -620,7 +621,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.hf_pruner} pruner (global steps); {args.trials} trials per route; "
         f"{args.repeats} repeats in alternating order"
         + ("" if args.same_seed else f" with seeds {args.seed}..{args.seed + args.repeats - 1}")
-        + f"; tuner: {args.workers} worker process(es), "
+        + f"; tuner: {args.workers} worker(s) (this process and the rest beside it), "
         f"{os.environ.get('OMP_NUM_THREADS', 'default')} torch thread(s) each; the Trainer: "
         f"{args.hf_threads} torch thread(s)"
     )

@@ -470,21 +470,33 @@ def test_out_of_memory_trial_fails_alone_and_the_study_goes_on(tmp_path, monkeyp
     assert records[8].state == "FAIL" and records[8].reason.startswith("out of memory: CUDA")
 
 
-def test_study_worker_starts_k_placed_workers(tmp_path, monkeypatch):
+def test_study_worker_on_a_cpu_is_one_of_its_k_workers(tmp_path, monkeypatch):
+    """`study worker --workers 3` on a CPU starts 2 processes, each a third of the cores, and
+    works the queue itself (its imports are paid already)."""
+    import torch
+
     import tuner.spawn
+    import tuner.workers
 
     space = write_space(tmp_path / "space.yaml")
     assert cli("study", "create", "k", "--space", str(space), "--no-run").exit_code == 0
     started = {}
 
-    def start(name, storage_url, tracking_uri, n_workers, timeout=None, gpus=None):
-        started.update(name=name, storage=storage_url, n=n_workers, gpus=gpus)
+    def start(name, storage_url, tracking_uri, n_workers, timeout=None, gpus=None, threads=None):
+        started.update(name=name, storage=storage_url, n=n_workers, gpus=gpus, threads=threads)
         return []
 
-    monkeypatch.setattr(tuner.spawn, "start_workers", start)
+    monkeypatch.setattr(tuner.workers, "start_workers", start)
+    threads = torch.get_num_threads()
     result = cli("study", "worker", "k", "--workers", "3")
     assert result.exit_code == 0, result.output
-    assert started == {"name": "k", "storage": stores.default_storage(), "n": 3, "gpus": []}
+    storage = stores.default_storage()
+    share = tuner.spawn.cpu_share(3)
+    assert started == {"name": "k", "storage": storage, "n": 2, "gpus": [], "threads": share}
+    assert "joined study k" in result.output and "done: 3/3 trials finished" in result.output
+    study = optuna.load_study(study_name="k", storage=storage)
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"] * 3
+    assert torch.get_num_threads() == threads  # this process's share was given back
 
 
 def test_memory_estimate_with_auto_micro_batches(tiny_config):

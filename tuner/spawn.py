@@ -30,18 +30,28 @@ def worker_command(
     return cmd + (["--timeout", str(timeout)] if timeout else [])
 
 
+def cpu_share(n_workers: int) -> int:
+    """Torch threads of each of `n_workers` workers on one machine: an equal share of its
+    cores."""
+    return max(1, (os.cpu_count() or 1) // n_workers)
+
+
 def worker_envs(
-    n_workers: int, gpus: list[int] | None = None, environ: Mapping[str, str] | None = None
+    n_workers: int,
+    gpus: list[int] | None = None,
+    environ: Mapping[str, str] | None = None,
+    threads: int | None = None,
 ) -> list[dict[str, str]]:
-    """The environment of each of `n_workers` workers: an equal share of the CPU threads; with
+    """The environment of each of `n_workers` workers: `threads` CPU threads (default an
+    equal share of the cores); with
     `gpus`, device gpus[i % len(gpus)] as the only visible one (numbered as this process sees
     them: an inherited CUDA_VISIBLE_DEVICES is honoured); and, where several workers share a
     device, each its 1/k of its memory (a worker that shares none gets no cap). Without `gpus`
     every worker uses the default device, so K > 1 of them split it."""
     base = dict(os.environ if environ is None else environ)
-    threads = str(max(1, (os.cpu_count() or 1) // n_workers))
-    base.setdefault("OMP_NUM_THREADS", threads)
-    base.setdefault("MKL_NUM_THREADS", threads)
+    share = str(threads or cpu_share(n_workers))
+    base.setdefault("OMP_NUM_THREADS", share)
+    base.setdefault("MKL_NUM_THREADS", share)
     visible = [v.strip() for v in base.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     placement = [gpus[i % len(gpus)] for i in range(n_workers)] if gpus else [None] * n_workers
     sharing = Counter(placement)
@@ -65,10 +75,12 @@ def start_workers(
     n_workers: int,
     timeout: float | None = None,
     gpus: list[int] | None = None,
+    threads: int | None = None,
 ) -> list[subprocess.Popen]:
     """Start `n_workers` worker processes, placed by `worker_envs`."""
     cmd = worker_command(name, storage_url, tracking_uri, timeout)
-    return [subprocess.Popen(cmd, env=env) for env in worker_envs(n_workers, gpus)]
+    envs = worker_envs(n_workers, gpus, threads=threads)
+    return [subprocess.Popen(cmd, env=env) for env in envs]
 
 
 def wait_workers(procs: list[subprocess.Popen], grace_s: float = 30.0) -> list[int]:
@@ -77,17 +89,23 @@ def wait_workers(procs: list[subprocess.Popen], grace_s: float = 30.0) -> list[i
     try:
         return [p.wait() for p in procs]
     except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + grace_s
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_workers(procs, grace_s)
         raise
+
+
+def stop_workers(procs: list[subprocess.Popen], grace_s: float = 30.0) -> None:
+    """Interrupt every worker still alive (its trial ends KILLED in MLflow); kill any still
+    alive after `grace_s`."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 # ---------------------------------------------------------------- placement checks

@@ -180,8 +180,8 @@ def _run(handle: StudyHandle, n_trials: int, timeout: float | None) -> None:
 def _run_workers(
     handle: StudyHandle, workers: int, timeout: float | None, gpus: list[int] | None = None
 ) -> None:
-    """Run `workers` local worker processes on a new study, wait for them, then finish it."""
-    from tuner.spawn import start_workers, wait_workers
+    """Run `workers` local workers on a new study, wait for them, then finish it."""
+    from tuner.workers import run_workers
 
     if workers > 1 and handle.storage_url.startswith("sqlite"):
         err.print(
@@ -192,11 +192,8 @@ def _run_workers(
         f"starting {workers} workers; more can join from any machine with "
         f"`tuner study worker {handle.name} --storage {handle.storage_url}`"
     )
-    codes = wait_workers(
-        start_workers(handle.name, handle.storage_url, handle.tracking_uri, workers, timeout, gpus)
-    )
+    failed = run_workers(handle, workers, timeout, gpus)
     _finish(handle)
-    failed = [code for code in codes if code != 0]
     if failed:
         err.print(f"{len(failed)} of {workers} workers exited abnormally (codes {failed})")
         raise typer.Exit(1)
@@ -238,37 +235,25 @@ def study_worker(
     A worker that dies mid-trial is noticed by the others after the grace period
     (TUNER_GRACE_PERIOD seconds, default 120): its trial is failed and retried once.
     """
-    from tuner.progress import LineReporter
-    from tuner.startup import warm_up
-    from tuner.study import load_study, run_study
+    from tuner.study import load_study
     from tuner.validate import check_run_flags
+    from tuner.workers import run_workers, work
 
     check_run_flags(None, timeout)
-    if workers > 1 or gpus is not None:  # K processes here, each a plain worker
-        from tuner.spawn import check_placement, start_workers, wait_workers
-
-        handle = load_study(name, storage, tracking_uri)
-        devices = check_placement(handle.space, workers, gpus)
-        procs = start_workers(
-            name, handle.storage_url, handle.tracking_uri, workers, timeout, devices
-        )
-        failed = [code for code in wait_workers(procs) if code != 0]
-        if failed:
-            err.print(f"{len(failed)} of {workers} workers exited abnormally (codes {failed})")
-            raise typer.Exit(1)
-        return
-
-    # a worker prints its own line per trial; MLflow's run links would only add noise
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # workers that load the study at the same moment must not draw the same params
     handle = load_study(
         name, storage, tracking_uri, seed_offset=int.from_bytes(os.urandom(3), "big")
     )
-    reporter = LineReporter()
-    reporter.note(f"joined study {name} ({handle.storage_url}, MLflow {handle.tracking_uri})")
-    warm_up(handle.space, reporter.stage)
-    run_study(handle, timeout=timeout, reporter=reporter, fill=False)
-    reporter.note(f"done: {handle.finished_count()}/{handle.space.n_trials} trials finished")
+    if workers > 1 or gpus is not None:  # K workers here, this process one of them on a CPU
+        from tuner.spawn import check_placement
+
+        devices = check_placement(handle.space, workers, gpus)
+        failed = run_workers(handle, workers, timeout, devices)
+        if failed:
+            err.print(f"{len(failed)} of {workers} workers exited abnormally (codes {failed})")
+            raise typer.Exit(1)
+        return
+    work(handle, timeout)
 
 
 @study_app.command("list")

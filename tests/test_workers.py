@@ -340,14 +340,12 @@ def test_three_workers_postgres_and_mlflow_server_cover_grid_once(
         "--no-run",
     )
     assert result.exit_code == 0, result.output
-    workers = [
-        procs.start(worker_command("grid3", postgres_url, tracking), f"worker{i}") for i in range(3)
-    ]
-    codes = procs.wait_all(workers, timeout=WAIT)
-    outputs = [procs.output(w) for w in workers]
-    assert codes == [0, 0, 0], "\n".join(outputs)
-    for output in outputs:
-        assert_clean(output)
+    # one `study worker --workers 3` as a joining machine runs it: itself and 2 beside it
+    joining = procs.start([*worker_command("grid3", postgres_url, tracking), "--workers", "3"], "w")
+    assert procs.wait_all([joining], timeout=WAIT) == [0], procs.output(joining)
+    outputs = [procs.output(joining)]
+    assert_clean(outputs[0])
+    assert outputs[0].count("joined study grid3") == 3
 
     trials = trials_of("grid3", postgres_url)
     states = [t.state.name for t in trials]
@@ -365,8 +363,8 @@ def test_three_workers_postgres_and_mlflow_server_cover_grid_once(
         assert run.data.metrics["val_loss"] == pytest.approx(t.value)
 
 
-def test_four_local_workers_default_storage_no_lock_errors(tmp_path, procs, monkeypatch):
-    cache = tmp_path / "fresh-cache"  # four workers find no token cache: one builds, all reuse
+def test_three_local_workers_default_storage_no_lock_errors(tmp_path, procs, monkeypatch):
+    cache = tmp_path / "fresh-cache"  # three workers find no token cache: one builds, all reuse
     monkeypatch.setenv("TUNER_CACHE_DIR", str(cache))
     space = quick_space(tmp_path / "micro.yaml")
     parent = procs.start(
@@ -374,32 +372,35 @@ def test_four_local_workers_default_storage_no_lock_errors(tmp_path, procs, monk
             *TUNER,
             "study",
             "create",
-            "four",
+            "three",
             "--space",
             str(space),
             "--workers",
-            "4",
+            "3",
             "--n-trials",
-            "6",
+            "5",
         ],
         "create",
     )
     assert procs.wait_all([parent], timeout=WAIT) == [0], procs.output(parent)
     output = procs.output(parent)
     assert_clean(output)
-    assert output.count("joined study four") == 4
+    assert output.count("joined study three") == 3
+    here = [line for line in output.splitlines() if f":{parent.pid} " in line]
+    assert any("joined study three" in line for line in here), output  # create is a worker
+    assert any(" started: " in line for line in here), output  # and trains trials itself
 
     assert Path(default_journal()).is_file()  # several local workers: the journal storage
-    trials = trials_of("four")
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
-    assert len({params_key(t.params) for t in trials}) == 6  # workers drew different params
+    trials = trials_of("three")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5
+    assert len({params_key(t.params) for t in trials}) == 5  # workers drew different params
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    assert sorted(r.info.status for r in trial_runs(client, "four")) == ["FINISHED"] * 6
+    assert sorted(r.info.status for r in trial_runs(client, "three")) == ["FINISHED"] * 5
     built = [p.name for p in cache.iterdir() if p.is_dir()]
     assert len(built) == 1 and not built[0].startswith("."), built  # one build, no leftovers
     # the dashboard is redrawn after a --workers run too, and attached to the study's run
-    assert (tmp_path / "dashboards" / "four.html").is_file()
-    assert "dashboard: dashboards/four.html" in output
+    assert (tmp_path / "dashboards" / "three.html").is_file()
+    assert "dashboard: dashboards/three.html" in output
 
 
 def test_worker_killed_mid_trial_is_failed_and_retried(tmp_path, procs):

@@ -108,7 +108,7 @@ def create(
         bool, typer.Option("--dry-run", help="Print the planned trials; write nothing.")
     ] = False,
     run: Annotated[bool, typer.Option("--run/--no-run", help="Run the trials now.")] = True,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Local worker processes.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Local workers.")] = 1,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:

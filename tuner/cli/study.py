@@ -65,7 +65,8 @@ def study_create(
         typer.Option(
             "--workers",
             min=1,
-            help="Worker processes to run on this machine (default storage then: a journal file).",
+            help="Workers on this machine, this process one of them on a CPU (default storage "
+            "then: a journal file).",
         ),
     ] = 1,
     gpus: GpusOpt = None,
@@ -226,7 +227,10 @@ def study_worker(
         float | None, typer.Option(help="Stop starting trials after this many seconds.")
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Worker processes to start on this machine.")
+        int,
+        typer.Option(
+            "--workers", min=1, help="Workers on this machine, this process one of them on a CPU."
+        ),
     ] = 1,
     gpus: GpusOpt = None,
 ) -> None:

@@ -109,6 +109,15 @@ class Curve:
     def pruned(self) -> int:
         return sum(t.state == "PRUNED" for t in self.trials)
 
+    def best_at(self, flops: float) -> float:
+        """The best value once `flops` were spent (inf before the first completed trial)."""
+        best = math.inf
+        for p in self.points:
+            if p.flops > flops:
+                break
+            best = p.best
+        return best
+
     def flops_to(self, target: float) -> float:
         """FLOPs spent when a completed trial first reached `target` (inf if none did)."""
         for p in self.points:
@@ -242,7 +251,37 @@ def report_space(curves: list[Curve], say: Report) -> dict[str, Any]:
             f"goal {label} compute to random's final best <= {goal} x random: "
             f"{s['ratio_text']} ({'met' if met else 'NOT met'}){extra}"
         )
-    return {"target": target, "random_flops_to_target": base, "summary": summary}
+    at_equal = _best_at_equal_compute(curves, base_spent, say)
+    return {
+        "target": target,
+        "random_flops_to_target": base,
+        "summary": summary,
+        "best_at_equal_compute": at_equal,
+    }
+
+
+EQUAL_COMPUTE = (0.25, 0.5, 0.75, 1.0)
+"""Budgets of the equal-compute table, as fractions of random search's median total FLOPs."""
+
+
+def _best_at_equal_compute(curves: list[Curve], spent: float, say: Report) -> dict[str, Any]:
+    """Median best val_loss of each strategy after the same FLOPs: a view that does not hinge
+    on one target (with few seeds, "FLOPs to random's median best" moves with the seeds)."""
+    budgets = [f * spent for f in EQUAL_COMPUTE]
+    table: dict[str, list[float]] = {}
+    for strategy in dict.fromkeys(c.strategy for c in curves):
+        mine = [c for c in curves if c.strategy == strategy]
+        table[strategy] = [median([c.best_at(b) for c in mine]) for b in budgets]
+    say()
+    say("median best val_loss after the same compute (x random search's median total FLOPs):")
+    labels = (f"{f:g}x ({si(b, 'FLOP')})" for f, b in zip(EQUAL_COMPUTE, budgets, strict=True))
+    rows = [
+        [strategy, *(f"{v:.4f}" if math.isfinite(v) else "-" for v in values)]
+        for strategy, values in table.items()
+    ]
+    heads = ["strategy", *labels]
+    say(markdown_table(heads, rows))
+    return {"fractions": list(EQUAL_COMPUTE), "flops": budgets, "median_best": table}
 
 
 def _paired(mine: list[Curve], random: list[Curve]) -> float:
@@ -359,7 +398,8 @@ COLORS = {
 
 
 def plot(curves: list[Curve]) -> Path | None:
-    """Best val loss against cumulative training FLOPs, a panel per space, a line per study."""
+    """Best val loss against cumulative training FLOPs, a panel per space: per strategy the
+    median over its seeds (thick) and each study (thin, faint)."""
     try:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
@@ -372,26 +412,49 @@ def plot(curves: list[Curve]) -> Path | None:
         colors.setdefault(strategy, next(others))
     fig = make_subplots(rows=1, cols=len(spaces), subplot_titles=spaces)
     for col, space in enumerate(spaces, start=1):
-        for c in (c for c in curves if c.space == space):
-            pts = [p for p in c.points if math.isfinite(p.best)]
+        here = [c for c in curves if c.space == space and c.points]
+        low = min(p.flops for c in here for p in c.points)
+        high = max(c.total_flops for c in here)
+        grid = [low * (high / low) ** (i / 99) for i in range(100)]
+        for strategy in dict.fromkeys(c.strategy for c in here):
+            mine = [c for c in here if c.strategy == strategy]
+            for c in mine:
+                pts = [p for p in c.points if math.isfinite(p.best)]
+                fig.add_trace(
+                    go.Scatter(
+                        x=[p.flops for p in pts],
+                        y=[p.best for p in pts],
+                        mode="lines",
+                        line={"shape": "hv", "color": colors[strategy], "width": 1},
+                        opacity=0.3,
+                        name=f"{strategy} seed {c.seed}",
+                        legendgroup=strategy,
+                        showlegend=False,
+                    ),
+                    row=1,
+                    col=col,
+                )
+            middle = [(x, median([c.best_at(x) for c in mine])) for x in grid]
+            middle = [(x, y) for x, y in middle if math.isfinite(y)]
             fig.add_trace(
                 go.Scatter(
-                    x=[p.flops for p in pts],
-                    y=[p.best for p in pts],
-                    mode="lines+markers",
-                    line={
-                        "shape": "hv",
-                        "color": colors[c.strategy],
-                        "dash": ("solid", "dot", "dash")[c.seed % 3],
-                    },
-                    name=f"{space} {c.strategy} seed {c.seed}",
-                    legendgroup=c.strategy,
+                    x=[x for x, _ in middle],
+                    y=[y for _, y in middle],
+                    mode="lines",
+                    line={"shape": "hv", "color": colors[strategy], "width": 3},
+                    name=f"{strategy} (median of {len(mine)} seeds)",
+                    legendgroup=strategy,
+                    showlegend=col == 1,
                 ),
                 row=1,
                 col=col,
             )
+        finals = [c.final_best for c in here]
+        top = median([c.final_best for c in here if c.strategy == "random"] or finals) + 0.3
         fig.update_xaxes(type="log", title_text="training FLOPs (cumulative)", row=1, col=col)
-        fig.update_yaxes(title_text="best val_loss", row=1, col=col)
+        fig.update_yaxes(
+            title_text="best val_loss", range=[min(finals) - 0.02, top], row=1, col=col
+        )
     fig.update_layout(title="Best validation loss vs cumulative training compute")
     return write_html(fig, "search_efficiency")
 

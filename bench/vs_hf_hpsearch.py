@@ -28,7 +28,7 @@ torch threads (--hf-threads).
 
   python bench/vs_hf_hpsearch.py --quick   # 6 trials of 16k tokens a route, 3 repeats
   python bench/vs_hf_hpsearch.py           # 16 trials of 65k tokens a route, 3 repeats
-  python bench/vs_hf_hpsearch.py --workers 2   # tuner with 2 workers
+  python bench/vs_hf_hpsearch.py --workers 2 --repeats 5   # the committed full-mode figure
 """
 
 from __future__ import annotations

@@ -43,11 +43,11 @@ def worker_envs(
     threads: int | None = None,
 ) -> list[dict[str, str]]:
     """The environment of each of `n_workers` workers: `threads` CPU threads (default an
-    equal share of the cores); with
-    `gpus`, device gpus[i % len(gpus)] as the only visible one (numbered as this process sees
-    them: an inherited CUDA_VISIBLE_DEVICES is honoured); and, where several workers share a
-    device, each its 1/k of its memory (a worker that shares none gets no cap). Without `gpus`
-    every worker uses the default device, so K > 1 of them split it."""
+    equal share of the cores); with `gpus`, device gpus[i % len(gpus)] as the only visible one
+    (numbered as this process sees them: an inherited CUDA_VISIBLE_DEVICES is honoured); and,
+    where several workers share a device, each its 1/k of its memory (a worker that shares
+    none gets no cap). Without `gpus` every worker uses the default device, so K > 1 of them
+    split it."""
     base = dict(os.environ if environ is None else environ)
     share = str(threads or cpu_share(n_workers))
     base.setdefault("OMP_NUM_THREADS", share)

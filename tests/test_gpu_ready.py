@@ -499,6 +499,29 @@ def test_study_worker_on_a_cpu_is_one_of_its_k_workers(tmp_path, monkeypatch):
     assert torch.get_num_threads() == threads  # this process's share was given back
 
 
+def test_gpu_workers_are_all_processes_placed_on_their_devices(monkeypatch):
+    """With devices, every one of the K workers is a process of its own (the command never
+    trains, so it holds no CUDA context); a worker that fails is reported by its code."""
+    from types import SimpleNamespace
+
+    import tuner.workers
+
+    started = {}
+
+    def start(name, storage_url, tracking_uri, n_workers, timeout=None, gpus=None, threads=None):
+        started.update(n=n_workers, gpus=gpus)
+        return [SimpleNamespace(wait=lambda: 0), SimpleNamespace(wait=lambda: 3)]
+
+    def work(*args, **kwargs):
+        raise AssertionError("the command itself must not train on GPUs")
+
+    monkeypatch.setattr(tuner.workers, "start_workers", start)
+    monkeypatch.setattr(tuner.workers, "work", work)
+    handle = SimpleNamespace(name="g", storage_url="journal.log", tracking_uri="sqlite:///m.db")
+    assert tuner.workers.run_workers(handle, 2, None, [0, 1]) == [3]
+    assert started == {"n": 2, "gpus": [0, 1]}
+
+
 def test_memory_estimate_with_auto_micro_batches(tiny_config):
     """On a GPU `auto` splits the batch until it fits, so one sequence must fit; on a CPU it
     is no cap, the whole batch."""

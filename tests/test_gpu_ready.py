@@ -499,6 +499,22 @@ def test_study_worker_on_a_cpu_is_one_of_its_k_workers(tmp_path, monkeypatch):
     assert torch.get_num_threads() == threads  # this process's share was given back
 
 
+def test_a_worker_beside_the_command_that_fails_makes_it_exit_1(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import tuner.workers
+
+    space = write_space(tmp_path / "space.yaml", n_trials=1)
+    assert cli("study", "create", "f", "--space", str(space), "--no-run").exit_code == 0
+    monkeypatch.setattr(
+        tuner.workers, "start_workers", lambda *a, **k: [SimpleNamespace(wait=lambda: 3)]
+    )
+    result = cli("study", "worker", "f", "--workers", "2")
+    assert result.exit_code == 1
+    assert "1 of 2 workers exited abnormally (codes [3])" in result.output
+    assert "done: 1/1 trials finished" in result.output  # this process still did its part
+
+
 def test_gpu_workers_are_all_processes_placed_on_their_devices(monkeypatch):
     """With devices, every one of the K workers is a process of its own (the command never
     trains, so it holds no CUDA context); a worker that fails is reported by its code."""

@@ -343,14 +343,14 @@ def test_three_workers_postgres_and_mlflow_server_cover_grid_once(
     # one `study worker --workers 3` as a joining machine runs it: itself and 2 beside it
     joining = procs.start([*worker_command("grid3", postgres_url, tracking), "--workers", "3"], "w")
     assert procs.wait_all([joining], timeout=WAIT) == [0], procs.output(joining)
-    outputs = [procs.output(joining)]
-    assert_clean(outputs[0])
-    assert outputs[0].count("joined study grid3") == 3
+    output = procs.output(joining)
+    assert_clean(output)
+    assert output.count("joined study grid3") == 3
 
     trials = trials_of("grid3", postgres_url)
     states = [t.state.name for t in trials]
     reasons = [(t.state.name, t.user_attrs.get("reason"), t.system_attrs) for t in trials]
-    assert states == ["COMPLETE"] * 4, f"{reasons}\n" + "\n".join(o[-3000:] for o in outputs)
+    assert states == ["COMPLETE"] * 4, f"{reasons}\n" + output[-3000:]
     points = [params_key(t.params) for t in trials]
     expected = {(("learning_rate", lr),) for lr in GRID["learning_rate"]["grid"]}
     assert len(points) == 4 and set(points) == expected  # every point, exactly once

@@ -195,6 +195,11 @@ def _run_workers(
     )
     failed = run_workers(handle, workers, timeout, gpus)
     _finish(handle)
+    _exit_if_failed(failed, workers)
+
+
+def _exit_if_failed(failed: list[int], workers: int) -> None:
+    """Exit 1 if any worker did, saying how many and their codes."""
     if failed:
         err.print(f"{len(failed)} of {workers} workers exited abnormally (codes {failed})")
         raise typer.Exit(1)
@@ -252,10 +257,7 @@ def study_worker(
         from tuner.spawn import check_placement
 
         devices = check_placement(handle.space, workers, gpus)
-        failed = run_workers(handle, workers, timeout, devices)
-        if failed:
-            err.print(f"{len(failed)} of {workers} workers exited abnormally (codes {failed})")
-            raise typer.Exit(1)
+        _exit_if_failed(run_workers(handle, workers, timeout, devices), workers)
         return
     work(handle, timeout)
 

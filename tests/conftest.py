@@ -106,8 +106,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def mlflow_server_command(port: int, root: Path) -> list[str]:
-    """`mlflow server` on the loopback, one worker, its SQLite store and artifacts in `root`."""
+def mlflow_server_command(port: int, root: Path, template: Path) -> list[str]:
+    """`mlflow server` on the loopback, one worker, its SQLite store and artifacts in `root`;
+    the store starts as a copy of the migrated `template` (migrating is most of a start)."""
+    shutil.copyfile(template, root / "mlflow.db")
     return [
         sys.executable,
         "-m",
@@ -127,14 +129,14 @@ def mlflow_server_command(port: int, root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
+def mlflow_server(tmp_path_factory, mlflow_template):
     """One `mlflow server` for the session's HTTP tracking tests (each uses its own
-    experiment): starting one migrates a new database, ~40 s on a busy 2-core machine."""
+    experiment)."""
     tmp_path = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
-        mlflow_server_command(port, tmp_path),
+        mlflow_server_command(port, tmp_path, mlflow_template),
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "MLFLOW_TRACKING_URI": ""},

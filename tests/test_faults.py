@@ -369,17 +369,22 @@ def _unprivileged() -> list[str]:
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
 
 
-def _run_unprivileged(args: list[str]) -> tuple[int, str]:
+def _run_unprivileged(*commands: list[str]) -> list[tuple[int, str]]:
+    """Each tuner command without root's file-permission override, all at once."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [*_unprivileged(), sys.executable, "-m", "tuner", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    return done.returncode, done.stdout + done.stderr
+    prefix = [*_unprivileged(), sys.executable, "-m", "tuner"]
+    procs = [
+        subprocess.Popen(
+            [*prefix, *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for args in commands
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    return [(p.returncode, out) for p, out in zip(procs, outputs, strict=True)]
 
 
 def _read_only(path: Path) -> None:
@@ -395,20 +400,25 @@ def test_read_only_home_cache_and_outputs_are_one_line(tmp_path):
     home = stores.home()
     before = {p: digest(p) for p in home.rglob("*") if p.is_file()}
     _read_only(home)
+    outputs = tmp_path / "outputs"
+    outputs.mkdir(mode=0o555)
     try:
-        code, out = _run_unprivileged(["study", "resume", "s", "--n-trials", "2"])
+        resumed, created, shown, exported, drawn = _run_unprivileged(
+            ["study", "resume", "s", "--n-trials", "2"],
+            ["study", "create", "t", "--space", str(space)],
+            ["study", "show", "s"],
+            ["export", "s", "-o", str(outputs / "best.yaml")],
+            ["dashboard", "s", "-o", str(outputs / "d.html")],
+        )
+        code, out = resumed
         assert code == 1 and len(error_lines(out)) == 1, out
         assert "read-only" in out or "permission denied" in out, out
-        code, out = _run_unprivileged(["study", "create", "t", "--space", str(space)])
+        code, out = created
         assert code == 1 and len(error_lines(out)) == 1, out
-        code, out = _run_unprivileged(["study", "show", "s"])  # reading is fine
+        code, out = shown  # reading is fine
         assert code == 0 and "COMPLETE" in out, out
-        outputs = tmp_path / "outputs"
-        outputs.mkdir(mode=0o555)
-        code, out = _run_unprivileged(["export", "s", "-o", str(outputs / "best.yaml")])
-        assert code == 2 and len(error_lines(out)) == 1 and "not writable" in out, out
-        code, out = _run_unprivileged(["dashboard", "s", "-o", str(outputs / "d.html")])
-        assert code == 2 and len(error_lines(out)) == 1 and "not writable" in out, out
+        for code, out in (exported, drawn):
+            assert code == 2 and len(error_lines(out)) == 1 and "not writable" in out, out
     finally:
         for p in [home, *home.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
@@ -421,7 +431,7 @@ def test_a_read_only_cache_is_one_line(tmp_path, monkeypatch):
     cache.mkdir(mode=0o555)
     monkeypatch.setenv("TUNER_CACHE_DIR", str(cache))
     space = quick_space(tmp_path / "space.yaml", n_trials=1)
-    code, out = _run_unprivileged(["study", "create", "s", "--space", str(space)])
+    ((code, out),) = _run_unprivileged(["study", "create", "s", "--space", str(space)])
     assert code == 1 and len(error_lines(out)) == 1 and "permission denied" in out, out
     assert not stores.home().exists()
 

@@ -238,11 +238,11 @@ class MlflowServer:
     """`mlflow server` on a free loopback port with a SQLite backend, started at once and
     waited for later, so it boots while PostgreSQL is being set up."""
 
-    def __init__(self, root: Path, procs: Procs):
+    def __init__(self, root: Path, procs: Procs, template: Path):
         self.procs = procs
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = procs.start(mlflow_server_command(port, root), "mlflow-server")
+        self.proc = procs.start(mlflow_server_command(port, root, template), "mlflow-server")
 
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:
@@ -260,10 +260,10 @@ class MlflowServer:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path, procs) -> MlflowServer:
+def mlflow_server(tmp_path, procs, mlflow_template) -> MlflowServer:
     root = tmp_path / "mlflow-server"
     root.mkdir()
-    return MlflowServer(root, procs)  # stopped with the other processes
+    return MlflowServer(root, procs, mlflow_template)  # stopped with the other processes
 
 
 # ---------------------------------------------------------------- checks

@@ -257,7 +257,85 @@ def report_space(curves: list[Curve], say: Report) -> dict[str, Any]:
         "random_flops_to_target": base,
         "summary": summary,
         "best_at_equal_compute": at_equal,
+        "floor": _floor(random, target, 0.33 * base, say),
     }
+
+
+def _floor(random: list[Curve], target: float, budget: float, say: Report) -> dict[str, Any]:
+    """What the target costs at least: the random studies' trials are unbiased draws from the
+    space, so the share of them that reach the target, and what those trials cost on their
+    own, bound what any search can do without knowing the answer in advance."""
+    draws = [t for c in random for t in c.trials if t.state == "COMPLETE" and t.value is not None]
+    hits = sorted((t for t in draws if t.value <= target), key=lambda t: t.flops)
+    cheap = [t for t in hits if t.flops <= budget]
+    say()
+    if not hits:
+        say(f"no random trial reached {target:.4f} on its own")
+        return {"draws": len(draws), "hits": 0, "hits_within_budget": 0}
+    sizes = ", ".join(f"{si(t.flops, 'FLOP')} ({t.params.get('model_size', '?')})" for t in hits)
+    line = (
+        f"what the target costs at least: {len(hits)} of {len(draws)} random trials reach "
+        f"{target:.4f} on their own, each costing {sizes}"
+    )
+    if math.isfinite(budget):
+        line += (
+            f"; {len(cheap)} of them cost no more than the 0.33x goal's budget "
+            f"({si(budget, 'FLOP')}), so a search meets that goal only by finding, within that "
+            f"budget, what a random draw finds {len(cheap)} time{'s' * (len(cheap) != 1)} "
+            f"in {len(draws)}"
+        )
+    say(line)
+    return {
+        "draws": len(draws),
+        "hits": len(hits),
+        "hit_flops": [t.flops for t in hits],
+        "budget": budget,
+        "hits_within_budget": len(cheap),
+    }
+
+
+def rerun_picks(random: list[Curve], target: float) -> dict[str, TrialPoint]:
+    """The trials worth training again: random search's best, and its cheapest to reach
+    the target."""
+    done = [t for c in random for t in c.trials if t.state == "COMPLETE" and t.value is not None]
+    picks = {"best": min(done, key=lambda t: t.value)} if done else {}
+    hits = [t for t in done if t.value <= target]
+    cheapest = min(hits, key=lambda t: t.flops) if hits else None
+    if cheapest is picks.get("best"):
+        return {"best, cheapest to target": cheapest} if cheapest else picks
+    if cheapest:
+        picks["cheapest to target"] = cheapest
+    return picks
+
+
+def report_reruns(
+    runs: dict[str, tuple[TrialPoint, Curve]], target: float, say: Report
+) -> dict[str, Any]:
+    """How much of a trial's loss is its seed: the same configuration under other seeds."""
+    say()
+    say("the same configuration trained again with other trial seeds (random search's trials):")
+    rows, out = [], {}
+    for label, (trial, curve) in runs.items():
+        values = [t.value for t in curve.trials if t.value is not None]
+        sd = statistics.stdev(values) if len(values) > 1 else math.nan
+        reach = sum(v <= target for v in values)
+        out[label] = {"params": trial.params, "value": trial.value, "reruns": values, "sd": sd}
+        config = ", ".join(
+            f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in trial.params.items()
+        )
+        rows.append(
+            [
+                label,
+                config,
+                f"{trial.value:.4f}",
+                f"{statistics.mean(values):.4f} +- {sd:.4f}",
+                f"{min(values):.4f}..{max(values):.4f}",
+                f"{reach}/{len(values)}",
+            ]
+        )
+    heads = ["trial", "config", "its loss", "reruns: mean +- sd", "range", f"<= {target:.4f}"]
+    say(markdown_table(heads, rows))
+    return out
 
 
 EQUAL_COMPUTE = (0.25, 0.5, 0.75, 1.0)

@@ -71,10 +71,13 @@ from _common import (  # noqa: E402
 )
 from _search_analysis import (  # noqa: E402
     Curve,
+    TrialPoint,
     plot,
     pruner_replays,
     rank_correlations,
+    report_reruns,
     report_space,
+    rerun_picks,
     terminator_replay,
 )
 
@@ -308,6 +311,25 @@ def _until(randoms: list[Curve], space: str, seed: int, args: argparse.Namespace
     return Until(target, paired[0].total_flops, 4 * args.trials)
 
 
+RERUN_SEED = 7919
+"""The study seed of the reruns: trial seeds none of the searched studies used."""
+
+
+def rerun(space: str, trial: TrialPoint, args: argparse.Namespace) -> Curve:
+    """`trial`'s configuration trained again, `args.reruns` times with other trial seeds."""
+    raw = space_dict(space, args) | {"sampler": "random", "pruner": "none", "seed": RERUN_SEED}
+    pinned = {k: {"choices": [v]} for k, v in trial.params.items()}
+    raw |= {"n_trials": args.reruns, "params": pinned}
+    key = cache_key(raw, {})
+    path = CACHE / f"{space}-rerun-{key}.json"
+    if path.is_file() and not args.no_cache:
+        return Curve.from_json(json.loads(path.read_text()))
+    curve = _run_study(space, f"rerun-{key[:8]}", RERUN_SEED, raw)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(curve.to_json()))
+    return curve
+
+
 def _without_configs(curve: dict[str, Any]) -> dict[str, Any]:
     """A study for the results file: each trial's full config (the cache keeps it) left out."""
     return curve | {
@@ -345,6 +367,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=FILE,FILE,...",
         help="also report these cached studies (file names in the cache) as strategy NAME: "
         "studies run under earlier defaults, whose cache keys no longer match",
+    )
+    p.add_argument(
+        "--reruns",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train random search's best trial and its cheapest trial to reach the target "
+        "again with N other seeds: how much of a best loss is the seed",
     )
     p.add_argument("--no-cache", action="store_true", help="rerun studies found in the cache")
     p.add_argument("--no-terminator", action="store_true", help="skip the terminator replay")
@@ -414,6 +444,11 @@ def main(argv: list[str] | None = None) -> None:
             say()
             analyses[space]["rank_correlation"] = rank_correlations(mine, say)
             analyses[space]["pruner_replays"] = pruner_replays(mine, analyses[space]["target"], say)
+        if analyses[space] and args.reruns:
+            random = [c for c in mine if c.strategy == "random"]
+            picks = rerun_picks(random, analyses[space]["target"])
+            runs = {label: (t, rerun(space, t, args)) for label, t in picks.items()}
+            analyses[space]["reruns"] = report_reruns(runs, analyses[space]["target"], say)
         if not args.no_terminator:
             analyses[space]["terminator"] = terminator_replay(mine, say)
     html = plot(curves)

@@ -261,11 +261,16 @@ def report_space(curves: list[Curve], say: Report) -> dict[str, Any]:
     }
 
 
+def completed(curves: list[Curve]) -> list[TrialPoint]:
+    """Every completed trial of these studies."""
+    return [t for c in curves for t in c.trials if t.state == "COMPLETE" and t.value is not None]
+
+
 def _floor(random: list[Curve], target: float, budget: float, say: Report) -> dict[str, Any]:
     """What the target costs at least: the random studies' trials are unbiased draws from the
     space, so the share of them that reach the target, and what those trials cost on their
     own, bound what any search can do without knowing the answer in advance."""
-    draws = [t for c in random for t in c.trials if t.state == "COMPLETE" and t.value is not None]
+    draws = completed(random)
     hits = sorted((t for t in draws if t.value <= target), key=lambda t: t.flops)
     cheap = [t for t in hits if t.flops <= budget]
     say()
@@ -297,7 +302,7 @@ def _floor(random: list[Curve], target: float, budget: float, say: Report) -> di
 def rerun_picks(random: list[Curve], target: float) -> dict[str, TrialPoint]:
     """The trials worth training again: random search's best, and its cheapest to reach
     the target."""
-    done = [t for c in random for t in c.trials if t.state == "COMPLETE" and t.value is not None]
+    done = completed(random)
     picks = {"best": min(done, key=lambda t: t.value)} if done else {}
     hits = [t for t in done if t.value <= target]
     cheapest = min(hits, key=lambda t: t.flops) if hits else None

@@ -3,6 +3,7 @@ the tiny corpus is tokenized once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,16 @@ def mlflow_server_command(port: int, root: Path, template: Path) -> list[str]:
     ]
 
 
+def mlflow_healthy(url: str, proc: subprocess.Popen, output: Callable[[], str]) -> bool:
+    """Whether the `mlflow server` process `proc` answers at `url`; fails with its output
+    if it exited."""
+    if proc.poll() is not None:
+        raise AssertionError("mlflow server exited:\n" + output()[-3000:])
+    with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+        return answer.status == 200
+    return False
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory, mlflow_template):
     """One `mlflow server` for the session's HTTP tracking tests (each uses its own
@@ -143,18 +155,12 @@ def mlflow_server(tmp_path_factory, mlflow_template):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300  # a loaded 2-core machine
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "server.log").read_text()
-                time.sleep(0.5)
-        else:
-            pytest.fail(
-                "mlflow server did not start: " + (tmp_path / "server.log").read_text()[-2000:]
-            )
+        output = (tmp_path / "server.log").read_text
+        deadline = time.monotonic() + 300  # a loaded 2-core machine
+        while not mlflow_healthy(url, proc, output):
+            if time.monotonic() > deadline:
+                pytest.fail("mlflow server did not start: " + output()[-2000:])
+            time.sleep(0.5)
         yield url
     finally:
         proc.terminate()

@@ -8,6 +8,7 @@ second with a 5 s grace period so lost trials are noticed in seconds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -15,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import TINY_BASE, free_port, mlflow_server_command
+from tests.conftest import TINY_BASE, free_port, mlflow_healthy, mlflow_server_command
 from tests.helpers import cli, write_space
 from tuner.records import counted
 from tuner.spawn import worker_command
@@ -244,18 +244,9 @@ class MlflowServer:
         self.url = f"http://127.0.0.1:{port}"
         self.proc = procs.start(mlflow_server_command(port, root, template), "mlflow-server")
 
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError("mlflow server exited:\n" + self.procs.output(self.proc)[-3000:])
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer,
-        ):
-            return answer.status == 200
-        return False
-
     def wait(self) -> str:
-        wait_for(self._healthy, 120, "the MLflow server")
+        output = functools.partial(self.procs.output, self.proc)
+        wait_for(lambda: mlflow_healthy(self.url, self.proc, output), 120, "the MLflow server")
         return self.url
 
 

@@ -27,16 +27,18 @@ def batch_calls(monkeypatch):
 
 
 def test_milestones_go_out_asynchronously_and_all_arrive(
-    tmp_path,
-    mlflow_server,
-    batch_calls,
+    tmp_path, mlflow_server, batch_calls, monkeypatch
 ):
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
     space = write_space(tmp_path / "space.yaml", n_trials=2)
     result = cli("study", "create", "a", "--space", str(space), "--tracking-uri", mlflow_server)
     assert result.exit_code == 0, result.output
     assert False in batch_calls  # milestone batches did not wait for the server
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("a")
+    # MLflow's "View run ... at" lines stay out; the experiment's URL is said once, at the end
+    assert "View run" not in result.output and "View experiment" not in result.output
+    assert f"browse: {mlflow_server}/#/experiments/{exp.experiment_id} " in result.output
     trials = client.search_runs([exp.experiment_id], "tags.`tuner.kind` = 'trial'")
     assert len(trials) == 2
     for run in trials:

@@ -2,6 +2,9 @@
 
 - MLflow logs two INFO lines when it creates or migrates its database (a first run prints
   "Creating initial MLflow database tables..."): tuner says what start-up does itself.
+- Against a tracking server, MLflow writes "View run ... at: URL" and "View experiment at:
+  URL" to stdout as every run ends (a REST call each, and two lines through tuner's progress
+  output per trial); tuner says the experiment's URL once, at the end of a study.
 - Optuna warns that the features tuner picks on purpose (heartbeats, the retry of lost trials,
   some samplers) are experimental. `experimental_ok` silences that one warning around the
   call that chooses them, so it also holds under `python -W default` or pytest, which reset
@@ -20,9 +23,12 @@ CHATTY_LOGGERS = ("mlflow.store.db.utils",)
 
 
 def quiet_logs() -> None:
-    """Raise the chatty loggers to WARNING; an explicit MLFLOW_LOGGING_LEVEL=DEBUG keeps them."""
+    """Raise the chatty loggers to WARNING; an explicit MLFLOW_LOGGING_LEVEL=DEBUG keeps them.
+    MLflow's run URLs stay unprinted unless MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT says so
+    (worker processes inherit the setting)."""
     import os
 
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if os.environ.get("MLFLOW_LOGGING_LEVEL", "").upper() == "DEBUG":
         return
     for name in CHATTY_LOGGERS:

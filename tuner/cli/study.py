@@ -213,7 +213,10 @@ def _finish(handle: StudyHandle) -> None:
     line = best_line(handle.study, handle.space.objectives[0].metric)
     done = plural(handle.finished_count(), "trial")
     out.print(f"study [bold]{handle.name}[/]: {done} finished; {line}")
-    out.print(f"browse: `tuner ui`   table: `tuner study show {handle.name}`")
+    browse = "`tuner ui`"
+    if handle.tracking_uri.startswith(("http://", "https://")):
+        browse = f"{handle.tracking_uri.rstrip('/')}/#/experiments/{handle.experiment_id}"
+    out.print(f"browse: {browse}   table: `tuner study show {handle.name}`")
     try:  # the dashboard never fails the run, but a failure is said
         page = publish(handle)
         if page:

@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 
 from tests.helpers import cli, write_space
 from tuner import stores
+from tuner.mlflow_ui import experiment_url
 from tuner.tracking import Tracker
 
 
@@ -38,7 +39,8 @@ def test_milestones_go_out_asynchronously_and_all_arrive(
     exp = client.get_experiment_by_name("a")
     # MLflow's "View run ... at" lines stay out; the experiment's URL is said once, at the end
     assert "View run" not in result.output and "View experiment" not in result.output
-    assert f"browse: {mlflow_server}/#/experiments/{exp.experiment_id} " in result.output
+    browse = f"browse: {experiment_url(mlflow_server, exp.experiment_id)}\n"
+    assert browse in result.output, result.output
     trials = client.search_runs([exp.experiment_id], "tags.`tuner.kind` = 'trial'")
     assert len(trials) == 2
     for run in trials:

@@ -213,10 +213,15 @@ def _finish(handle: StudyHandle) -> None:
     line = best_line(handle.study, handle.space.objectives[0].metric)
     done = plural(handle.finished_count(), "trial")
     out.print(f"study [bold]{handle.name}[/]: {done} finished; {line}")
-    browse = "`tuner ui`"
-    if handle.tracking_uri.startswith(("http://", "https://")):
-        browse = f"{handle.tracking_uri.rstrip('/')}/#/experiments/{handle.experiment_id}"
-    out.print(f"browse: {browse}   table: `tuner study show {handle.name}`")
+    table = f"table: `tuner study show {handle.name}`"
+    if handle.tracking_uri.startswith(("http://", "https://")):  # a server: its own UI
+        from tuner.mlflow_ui import experiment_url
+
+        url = experiment_url(handle.tracking_uri, handle.experiment_id)
+        out.print(f"browse: {url}", highlight=False, soft_wrap=True)
+        out.print(table)
+    else:
+        out.print(f"browse: `tuner ui`   {table}")
     try:  # the dashboard never fails the run, but a failure is said
         page = publish(handle)
         if page:

@@ -24,8 +24,8 @@ CHATTY_LOGGERS = ("mlflow.store.db.utils",)
 
 def quiet_logs() -> None:
     """Raise the chatty loggers to WARNING; an explicit MLFLOW_LOGGING_LEVEL=DEBUG keeps them.
-    MLflow's run URLs stay unprinted unless MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT says so
-    (worker processes inherit the setting)."""
+    MLflow's run URLs stay unprinted unless MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false is
+    set (worker processes inherit the setting)."""
     import os
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -34,6 +34,7 @@ from tuner import memory, stores
 from tuner.config import RunConfig, from_dict
 from tuner.data import load_token_data
 from tuner.records import REASON, STORE_FAILED, counted
+from tuner.study import load_study
 
 HOOKS = Path(__file__).parent / "fault_hooks"
 ROOT = Path(__file__).parent.parent
@@ -649,6 +650,31 @@ def test_sigterm_is_ctrl_c(tmp_path):
     assert not running()
     assert cli("study", "resume", "s").exit_code == 0
     assert len(counted(study().trials)) == 2 and not running()
+
+
+def test_ctrl_c_under_workers_is_one_line_and_the_study_resumes(tmp_path):
+    """Ctrl-C reaches the command and the worker it started beside itself (one process group),
+    and the command forwards it: each trial ends FAIL "interrupted" with its MLflow run
+    KILLED, the command alone says so, and `study resume` finishes the study."""
+    space = quick_space(tmp_path / "space.yaml", n_trials=3)
+    gate = tmp_path / "gate"
+    proc = tuner_process(
+        ["study", "create", "s", "--space", str(space), "--workers", "2"],
+        {"TUNER_FAULT": "wait-at-milestone", "TUNER_FAULT_FILE": str(gate)},
+    )
+    wait_for(lambda: len(list(tmp_path.glob("gate.reached.*"))) == 2, what="two trials running")
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    code, out = finish(proc)
+    assert code == 130, out
+    assert out.count("interrupted; continue with `tuner study resume s`") == 1, out
+    assert "Traceback" not in out, out
+    trials = load_study("s").study.trials  # several local workers: the journal storage
+    ended = [(t.state.name, t.user_attrs.get(REASON)) for t in trials if t.state.name != "WAITING"]
+    assert ended == [("FAIL", "interrupted")] * 2, ended  # the queued third waits, untouched
+    assert not running()
+    gate.touch()
+    assert cli("study", "resume", "s").exit_code == 0
+    assert len(counted(load_study("s").study.trials)) == 3 and not running()
 
 
 def test_killed_between_mlflow_and_optuna_is_reconciled(tmp_path, monkeypatch, fast_heartbeat):

@@ -26,3 +26,9 @@ class StoreError(TunerError):
 
 class TrainingError(TunerError):
     """A final training that could not finish (diverged, out of memory)."""
+
+
+SPAWNED_WORKER_ENV = "TUNER_SPAWNED_WORKER"
+"""Set in the workers a command starts beside itself (`--workers K`). The command speaks for
+them: on Ctrl-C (which reaches them from the terminal and again from the command) they say
+nothing and let no second signal cut their cleanup."""

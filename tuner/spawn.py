@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from tuner.device import MEMORY_FRACTION_ENV
-from tuner.errors import ConfigError
+from tuner.errors import SPAWNED_WORKER_ENV, ConfigError
 
 if TYPE_CHECKING:
     from tuner.space import SearchSpace
@@ -47,8 +47,9 @@ def worker_envs(
     (numbered as this process sees them: an inherited CUDA_VISIBLE_DEVICES is honoured); and,
     where several workers share a device, each its 1/k of its memory (a worker that shares
     none gets no cap). Without `gpus` every worker uses the default device, so K > 1 of them
-    split it."""
-    base = dict(os.environ if environ is None else environ)
+    split it. Every worker is marked spawned (`SPAWNED_WORKER_ENV`): the command speaks for
+    it."""
+    base = dict(os.environ if environ is None else environ) | {SPAWNED_WORKER_ENV: "1"}
     share = str(threads or cpu_share(n_workers))
     base.setdefault("OMP_NUM_THREADS", share)
     base.setdefault("MKL_NUM_THREADS", share)

@@ -53,8 +53,6 @@ def work(handle: StudyHandle, timeout: float | None, threads: int | None = None)
     before = torch.get_num_threads()
     if threads and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(threads)
-    # a worker prints its own line per trial; MLflow's run links would only add noise
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     reporter = LineReporter()
     where = f"{handle.storage_url}, MLflow {handle.tracking_uri}"
     reporter.note(f"joined study {handle.name} ({where})")

@@ -5,6 +5,7 @@ folder is first on PYTHONPATH and TUNER_FAULT names one (never in normal runs):
     exit-after-finish       die (os._exit) right after the first trial's MLflow run is ended,
                             before Optuna hears the result (as a SIGKILL there would)
     wait-at-milestone       at the first milestone, wait until the file TUNER_FAULT_FILE exists
+                            (saying so in TUNER_FAULT_FILE.reached and .reached.PID)
 """
 
 import os
@@ -31,8 +32,9 @@ if FAULT:
                     time.sleep(5)  # the handler raises here
                 elif FAULT == "wait-at-milestone":
                     path = os.environ["TUNER_FAULT_FILE"]
-                    with open(path + ".reached", "w"):
-                        pass
+                    for reached in (".reached", f".reached.{os.getpid()}"):
+                        with open(path + reached, "w"):
+                            pass
                     while not os.path.exists(path):
                         time.sleep(0.1)
             return on_milestone(milestone) if on_milestone else None

@@ -4,6 +4,7 @@ and SIGTERM handled like Ctrl-C."""
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import signal
 import sys
@@ -21,7 +22,7 @@ try:  # typer 0.2x carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on click
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
-from tuner.errors import TunerError
+from tuner.errors import SPAWNED_WORKER_ENV, TunerError
 
 out = Console()
 err = Console(stderr=True)
@@ -98,15 +99,18 @@ class Terminated(KeyboardInterrupt):
     ends FAIL "interrupted", its MLflow run KILLED, and the study stays resumable."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup
-    raise Terminated
+def _on_signal(signum: int, frame: Any) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # a second one must not cut the cleanup
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
-def handle_sigterm() -> None:
-    """Turn SIGTERM into `Terminated` in this process (main thread only, as Python requires)."""
+def handle_signals() -> None:
+    """Turn SIGTERM into `Terminated` in this process (main thread only, as Python requires);
+    in a spawned worker, a second SIGINT is ignored as well."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, _on_signal)
+        if os.environ.get(SPAWNED_WORKER_ENV):
+            signal.signal(signal.SIGINT, _on_signal)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -116,17 +120,20 @@ def user_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        handle_sigterm()
+        handle_signals()
         try:
             return fn(*args, **kwargs)
         except TunerError as e:
             _fail(str(e), e.exit_code)
         except KeyboardInterrupt as e:
+            code = 143 if isinstance(e, Terminated) else 130
+            if os.environ.get(SPAWNED_WORKER_ENV):  # the command that started it says it
+                raise typer.Exit(code) from None
             name = kwargs.get("name")
             hint = f"; continue with `tuner study resume {name}`" if name else ""
             what = "terminated" if isinstance(e, Terminated) else "interrupted"
             err.print(f"{what}{hint}", highlight=False, soft_wrap=True)
-            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+            raise typer.Exit(code) from None
         except (OSError, Exception) as e:
             line = _escaped(e)
             if line is None:

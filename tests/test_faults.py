@@ -661,6 +661,8 @@ def test_ctrl_c_under_workers_is_one_line_and_the_study_resumes(tmp_path):
     proc = tuner_process(
         ["study", "create", "s", "--space", str(space), "--workers", "2"],
         {"TUNER_FAULT": "wait-at-milestone", "TUNER_FAULT_FILE": str(gate)},
+        # as from a terminal, even where the suite runs as a background job (SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     wait_for(lambda: len(list(tmp_path.glob("gate.reached.*"))) == 2, what="two trials running")
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C

@@ -106,10 +106,12 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 def handle_signals() -> None:
     """Turn SIGTERM into `Terminated` in this process (main thread only, as Python requires);
-    in a spawned worker, a second SIGINT is ignored as well."""
+    in a spawned worker, a second SIGINT is ignored as well (unless SIGINT is ignored
+    altogether, as in a background job: then the worker ignores it like its command)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_signal)
-        if os.environ.get(SPAWNED_WORKER_ENV):
+        interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        if os.environ.get(SPAWNED_WORKER_ENV) and interruptible:
             signal.signal(signal.SIGINT, _on_signal)
 
 

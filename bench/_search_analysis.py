@@ -161,6 +161,10 @@ def _ratio(value: float, base: float, base_spent: float) -> tuple[float, str]:
     return math.nan, "not reached"
 
 
+GOALS = (("tpe+hb", 0.33, "TPE + Hyperband (defaults)"), ("warm", 0.2, "warm start"))
+"""(strategy, most compute to random search's final best as a fraction of random's, label)."""
+
+
 def report_space(curves: list[Curve], say: Report) -> dict[str, Any]:
     """Compute to reach random search's final best loss (median over seeds), per strategy."""
     random = [c for c in curves if c.strategy == "random"]
@@ -238,8 +242,7 @@ def report_space(curves: list[Curve], say: Report) -> dict[str, Any]:
             rows,
         )
     )
-    goals = (("tpe+hb", 0.33, "TPE + Hyperband (defaults)"), ("warm", 0.2, "warm start"))
-    for strategy, goal, label in goals:
+    for strategy, goal, label in GOALS:
         if strategy not in summary:
             continue
         s = summary[strategy]
@@ -257,7 +260,7 @@ def report_space(curves: list[Curve], say: Report) -> dict[str, Any]:
         "random_flops_to_target": base,
         "summary": summary,
         "best_at_equal_compute": at_equal,
-        "floor": _floor(random, target, 0.33 * base, say),
+        "floor": _floor(random, target, GOALS[0][1], base, say),
     }
 
 
@@ -266,12 +269,21 @@ def completed(curves: list[Curve]) -> list[TrialPoint]:
     return [t for c in curves for t in c.trials if t.state == "COMPLETE" and t.value is not None]
 
 
-def _floor(random: list[Curve], target: float, budget: float, say: Report) -> dict[str, Any]:
+def reaching(curves: list[Curve], target: float) -> list[TrialPoint]:
+    """The completed trials that reached `target` on their own, cheapest first."""
+    return sorted((t for t in completed(curves) if t.value <= target), key=lambda t: t.flops)
+
+
+def _floor(
+    random: list[Curve], target: float, goal: float, base: float, say: Report
+) -> dict[str, Any]:
     """What the target costs at least: the random studies' trials are unbiased draws from the
     space, so the share of them that reach the target, and what those trials cost on their
-    own, bound what any search can do without knowing the answer in advance."""
+    own, bound what any search can do without knowing the answer in advance. `goal` x `base`
+    (random's FLOPs to the target) is the goal's budget."""
     draws = completed(random)
-    hits = sorted((t for t in draws if t.value <= target), key=lambda t: t.flops)
+    hits = reaching(random, target)
+    budget = goal * base
     cheap = [t for t in hits if t.flops <= budget]
     say()
     if not hits:
@@ -284,7 +296,7 @@ def _floor(random: list[Curve], target: float, budget: float, say: Report) -> di
     )
     if math.isfinite(budget):
         line += (
-            f"; {len(cheap)} of them cost no more than the 0.33x goal's budget "
+            f"; {len(cheap)} of them cost no more than the {goal:g}x goal's budget "
             f"({si(budget, 'FLOP')}), so a search meets that goal only by finding, within that "
             f"budget, what a random draw finds {len(cheap)} time{'s' * (len(cheap) != 1)} "
             f"in {len(draws)}"
@@ -303,14 +315,15 @@ def rerun_picks(random: list[Curve], target: float) -> dict[str, TrialPoint]:
     """The trials worth training again: random search's best, and its cheapest to reach
     the target."""
     done = completed(random)
-    picks = {"best": min(done, key=lambda t: t.value)} if done else {}
-    hits = [t for t in done if t.value <= target]
-    cheapest = min(hits, key=lambda t: t.flops) if hits else None
-    if cheapest is picks.get("best"):
-        return {"best, cheapest to target": cheapest} if cheapest else picks
-    if cheapest:
-        picks["cheapest to target"] = cheapest
-    return picks
+    if not done:
+        return {}
+    best = min(done, key=lambda t: t.value)
+    hits = reaching(random, target)
+    if not hits:
+        return {"best": best}
+    if hits[0] is best:
+        return {"best, cheapest to target": best}
+    return {"best": best, "cheapest to target": hits[0]}
 
 
 def report_reruns(

@@ -52,6 +52,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,13 +180,22 @@ def run_one(
     if until is not None:
         extra["until"] = until.__dict__
     key = cache_key(raw, extra)
-    path = CACHE / f"{space}-{strategy}-seed{seed}-{key}.json"
+
+    def run() -> Curve:
+        source = _source_study(space, seed, source_raw, args) if source_raw else None
+        curve = _run_study(space, strategy, seed, raw, warm_from=source, until=until)
+        if source is not None:
+            curve.source_flops = source.total_flops
+        return curve
+
+    return _cached(CACHE / f"{space}-{strategy}-seed{seed}-{key}.json", args, run)
+
+
+def _cached(path: Path, args: argparse.Namespace, run: Callable[[], Curve]) -> Curve:
+    """The study cached at `path`, else `run()` now and cached there."""
     if path.is_file() and not args.no_cache:
         return Curve.from_json(json.loads(path.read_text()))
-    source = _source_study(space, seed, source_raw, args) if source_raw else None
-    curve = _run_study(space, strategy, seed, raw, warm_from=source, until=until)
-    if source is not None:
-        curve.source_flops = source.total_flops
+    curve = run()
     CACHE.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(curve.to_json()))
     return curve
@@ -193,14 +203,8 @@ def run_one(
 
 def _source_study(space: str, seed: int, raw: dict[str, Any], args: argparse.Namespace) -> Curve:
     """The half-budget tpe+hb study a warm start reads (cached like any other study)."""
-    key = cache_key(raw, {})
-    path = CACHE / f"{space}-half-seed{seed}-{key}.json"
-    if path.is_file() and not args.no_cache:
-        return Curve.from_json(json.loads(path.read_text()))
-    curve = _run_study(space, "half", seed, raw)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(curve.to_json()))
-    return curve
+    path = CACHE / f"{space}-half-seed{seed}-{cache_key(raw, {})}.json"
+    return _cached(path, args, lambda: _run_study(space, "half", seed, raw))
 
 
 @dataclass
@@ -322,12 +326,7 @@ def rerun(space: str, trial: TrialPoint, args: argparse.Namespace) -> Curve:
     raw |= {"n_trials": args.reruns, "params": pinned}
     key = cache_key(raw, {})
     path = CACHE / f"{space}-rerun-{key}.json"
-    if path.is_file() and not args.no_cache:
-        return Curve.from_json(json.loads(path.read_text()))
-    curve = _run_study(space, f"rerun-{key[:8]}", RERUN_SEED, raw)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(curve.to_json()))
-    return curve
+    return _cached(path, args, lambda: _run_study(space, f"rerun-{key[:8]}", RERUN_SEED, raw))
 
 
 def _without_configs(curve: dict[str, Any]) -> dict[str, Any]:

@@ -128,12 +128,11 @@ def user_errors(fn: Callable) -> Callable:
         except TunerError as e:
             _fail(str(e), e.exit_code)
         except KeyboardInterrupt as e:
-            code = 143 if isinstance(e, Terminated) else 130
+            what, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
             if os.environ.get(SPAWNED_WORKER_ENV):  # the command that started it says it
                 raise typer.Exit(code) from None
             name = kwargs.get("name")
             hint = f"; continue with `tuner study resume {name}`" if name else ""
-            what = "terminated" if isinstance(e, Terminated) else "interrupted"
             err.print(f"{what}{hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
         except (OSError, Exception) as e:

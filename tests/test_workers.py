@@ -25,8 +25,12 @@ from mlflow import MlflowClient
 
 from tests.conftest import TINY_BASE, free_port, mlflow_healthy, mlflow_server_command
 from tests.helpers import cli, write_space
+from tuner import heartbeat
+from tuner.optuna_compat import QueuedStudy
+from tuner.queue import drain
 from tuner.records import counted
 from tuner.spawn import worker_command
+from tuner.storage import open_storage
 from tuner.stores import default_journal
 from tuner.study import load_study
 
@@ -487,7 +491,10 @@ def test_whole_study_killed_then_resumed_loses_nothing(tmp_path, procs):
         if trials[n].params:  # a worker killed between popping and sampling left none to keep
             assert retries[0].params == trials[n].params
     finished = counted(trials)
-    assert len(finished) == 4 and all(t.state.name == "COMPLETE" for t in finished)
+    states = [(t.number, t.state.name, t.user_attrs.get("reason"), t.system_attrs) for t in trials]
+    assert len(finished) == 4 and all(t.state.name == "COMPLETE" for t in finished), (
+        f"lost {lost}, before {[(n, t.state.name) for n, t in before.items()]}, after {states}"
+    )
     origins = [t.user_attrs["origin_trial"] for t in finished]
     assert len(set(origins)) == 4  # nothing ran twice
     assert len(trials) == 4 + len(lost)
@@ -503,6 +510,29 @@ def test_whole_study_killed_then_resumed_loses_nothing(tmp_path, procs):
     assert lost_runs and all(client.get_run(r).info.status == "FAILED" for r in lost_runs)
     parent = client.get_run(load_study("crash").parent_run_id)
     assert parent.info.status == "FINISHED"
+
+
+def test_a_retry_queued_while_the_last_trial_trains_still_runs(tmp_path, monkeypatch):
+    """The reaper fails a lost trial while the last queued one trains, and closing the lost
+    trial's MLflow run is slow: the worker must run the retry, not leave on an empty queue."""
+    monkeypatch.setenv("TUNER_GRACE_PERIOD", "2")
+    monkeypatch.setattr(heartbeat, "close_lost_runs", lambda *args: time.sleep(4))
+    study = optuna.create_study(storage=open_storage(str(tmp_path / "s.log")), study_name="s")
+    study.enqueue_trial({})
+    study.enqueue_trial({})
+    queued = QueuedStudy.of(study)
+    lost = queued.ask()  # popped by a worker that died at once: it never beats
+    ran: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        ran.append(trial.number)
+        time.sleep(4 if len(ran) == 1 else 0)  # the reaper finds the lost trial meanwhile
+        return 1.0
+
+    drain(queued, objective, [], None, done=lambda: len(counted(study.get_trials())) >= 2)
+    assert study.get_trials()[lost.number].state == optuna.trial.TrialState.FAIL
+    assert ran == [1, 2]  # the queued trial, then the lost one's retry
+    assert study.get_trials()[2].system_attrs["retry_history"] == [lost.number]
 
 
 def _tracking(tmp_path: Path) -> str:

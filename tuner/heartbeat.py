@@ -106,9 +106,11 @@ def _last_beat(trial: FrozenTrial) -> float:
 class StaleTrialCallback:
     """Called once per trial whose worker stopped beating (the trial is already FAIL).
 
-    Closes the trial's MLflow run as FAILED, so the UI shows no run RUNNING forever, then
-    enqueues one retry with the same params. `tracking_uri` is set when a worker loads the
-    study (it may override the stored one); until then the study's stored URI is used.
+    Enqueues one retry with the same params, then closes the trial's MLflow run as FAILED, so
+    the UI shows no run RUNNING forever. The retry comes first: a worker that finds the queue
+    empty and nothing running leaves, and closing the run (an MLflow query) can take seconds.
+    `tracking_uri` is set when a worker loads the study (it may override the stored one);
+    until then the study's stored URI is used.
     """
 
     def __init__(self, max_retry: int = MAX_RETRY):
@@ -117,15 +119,15 @@ class StaleTrialCallback:
             self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._retry(study, trial)
         try:
             close_lost_runs(study, trial, self.tracking_uri)
-        except Exception as err:  # noqa: BLE001 - MLflow trouble must not stop the retry
+        except Exception as err:  # noqa: BLE001 - MLflow trouble is a warning, not a stop
             print(
                 f"warning: trial {trial.number}: could not close its MLflow run ({err})",
                 file=sys.stderr,
                 flush=True,
             )
-        self._retry(study, trial)
 
 
 def close_lost_runs(study: optuna.Study, trial: FrozenTrial, tracking_uri: str | None) -> None:
@@ -162,7 +164,12 @@ class StaleTrialReaper:
         self.study = study
         self.interval = interval
         self._stop = threading.Event()
+        self._pass = threading.Lock()  # held while a pass fails lost trials and queues retries
         self._thread = threading.Thread(target=self._loop, name="stale-trial-reaper", daemon=True)
+
+    def settled(self) -> threading.Lock:
+        """Held, no pass is in flight: a trial it failed has its retry queued by then."""
+        return self._pass
 
     def __enter__(self) -> StaleTrialReaper:
         self._thread.start()
@@ -175,7 +182,7 @@ class StaleTrialReaper:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                with experimental_ok():
+                with self._pass, experimental_ok():
                     optuna.storages.fail_stale_trials(self.study)
             except Exception as err:  # noqa: BLE001 - a storage hiccup; try again next beat
                 print(

@@ -61,15 +61,16 @@ def drain(
     deadline = time.monotonic() + timeout if timeout else None
     interval = heartbeat_settings()[0]
     poll = max(1, min(interval, 5))
-    with StaleTrialReaper(study, interval):
+    with StaleTrialReaper(study, interval) as reaper:
         while (deadline is None or time.monotonic() < deadline) and not done():
             try:  # optimize also fails stale trials (queueing their retries) before it pops
                 study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
             except QueueEmpty:
                 if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    time.sleep(1)  # a reaper may be between failing a lost trial and queueing
-                    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                        return  # its retry: look once more before leaving
+                    time.sleep(1)  # another worker's reaper may be between failing a lost
+                    with reaper.settled():  # trial and queueing its retry; this one's too
+                        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                            return
                     continue
                 time.sleep(poll)
             except UpdateFinishedTrialError:  # a stalled worker's trial was failed meanwhile

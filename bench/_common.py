@@ -10,6 +10,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -131,6 +132,13 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def tuner_command() -> list[str]:
+    """`tuner` as a user runs it: the console script beside this interpreter (not a pyenv
+    shim on PATH, a bash script that adds ~0.1 s before Python starts), else `python -m`."""
+    script = Path(sys.executable).with_name("tuner")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "tuner"]
 
 
 @contextmanager

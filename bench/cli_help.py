@@ -19,13 +19,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Report, machine, machine_line, markdown_table, median, save_results  # noqa: E402
+from _common import (  # noqa: E402
+    Report,
+    machine,
+    machine_line,
+    markdown_table,
+    median,
+    save_results,
+    tuner_command,
+)
 
 GOAL_SECONDS = 0.5
 BARE = [sys.executable, "-c", "pass"]
-SCRIPT = Path(sys.executable).with_name("tuner")  # not a pyenv shim: that adds ~0.2 s of bash
-HELP = [str(SCRIPT), "--help"] if SCRIPT.is_file() else [sys.executable, "-m", "tuner", "--help"]
-LABEL = "tuner --help" if SCRIPT.is_file() else "python -m tuner --help"
+HELP = [*tuner_command(), "--help"]
+LABEL = "tuner --help" if len(HELP) == 2 else "python -m tuner --help"
 
 
 def wall(cmd: list[str]) -> float:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from _common import (  # noqa: E402
     save_results,
     set_threads,
     sqlite_wal_everywhere,
+    tuner_command,
     use_temp_stores,
 )
 
@@ -324,11 +324,6 @@ def report_part1(
 
 
 # ---------------------------------------------------------------- part 2: CLI to first step
-
-
-def tuner_command() -> list[str]:
-    exe = shutil.which("tuner")
-    return [exe] if exe else [sys.executable, "-c", "from tuner.cli import app; app()"]
 
 
 def write_cli_space(folder: Path) -> Path:

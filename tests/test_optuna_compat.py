@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from tuner import optuna_compat
 from tuner.heartbeat import JournalHeartbeatStorage
 from tuner.optuna_compat import QueuedStudy, QueueEmpty, study_storage, trial_id, whole_study
+from tuner.quiet import experimental_ok
 
 
 def test_the_private_names_exist():
@@ -83,7 +84,8 @@ def test_fail_stale_trials_uses_the_journal_heartbeat_and_retries_once(tmp_path)
 
     def callback(study, trial):
         calls.append(trial.number)
-        RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
+        with experimental_ok():
+            RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
     storage = JournalHeartbeatStorage(
         JournalFileBackend(str(tmp_path / "journal.log")), 1, 1, callback
@@ -98,7 +100,8 @@ def test_fail_stale_trials_uses_the_journal_heartbeat_and_retries_once(tmp_path)
     assert storage.stale_trial_ids(study._study_id) == []  # it beats
     time.sleep(1.5)  # silent for longer than the grace period
     assert storage.stale_trial_ids(study._study_id) == [trial_id(frozen)]
-    optuna.storages.fail_stale_trials(study)
+    with experimental_ok():
+        optuna.storages.fail_stale_trials(study)
     trials = study.get_trials()
     assert calls == [0]
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]

@@ -28,6 +28,7 @@ from tests.helpers import cli, write_space
 from tuner import heartbeat
 from tuner.optuna_compat import QueuedStudy
 from tuner.queue import drain
+from tuner.quiet import experimental_ok
 from tuner.records import counted
 from tuner.spawn import worker_command
 from tuner.storage import open_storage
@@ -306,11 +307,13 @@ def test_lost_trial_is_failed_and_retried_once_only(tmp_path, monkeypatch):
     first = study.ask()  # pops the queued slot, as a worker would; it never beats
     first.suggest_float("learning_rate", 1e-3, 1e-2, log=True)
     time.sleep(grace + 0.5)
-    fail_stale_trials(study)
+    with experimental_ok():
+        fail_stale_trials(study)
     retry = study.ask()
     assert retry.params == first.params and retry.number == first.number + 1
     time.sleep(grace + 0.5)
-    fail_stale_trials(study)
+    with experimental_ok():
+        fail_stale_trials(study)
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # no third trial queued
     assert trials[1].system_attrs["retry_history"] == [first.number]

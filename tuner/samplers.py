@@ -276,7 +276,8 @@ class SpaceQMCSampler(optuna.samplers.QMCSampler):
     (Optuna's draws the first trial at random and reads the space off it)."""
 
     def __init__(self, space: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(warn_independent_sampling=False, **kwargs)
+        with experimental_ok():
+            super().__init__(warn_independent_sampling=False, **kwargs)
         self.space = space
 
     def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuner.errors import ConfigError
+from tuner.quiet import experimental_ok
 
 KEYS = ("margin", "min_trials", "patience")
 
@@ -75,7 +76,10 @@ def verdict(trials: Sequence[Any], minimize: bool, settings: dict[str, Any], see
     direction = (
         optuna.study.StudyDirection.MINIMIZE if minimize else optuna.study.StudyDirection.MAXIMIZE
     )
-    evaluator = RegretBoundEvaluator(min_n_trials=min(len(complete), rule.min_trials), seed=seed)
+    with experimental_ok():
+        evaluator = RegretBoundEvaluator(
+            min_n_trials=min(len(complete), rule.min_trials), seed=seed
+        )
     try:
         bound = float(evaluator.evaluate(list(trials), direction))
     except ValueError:  # no common search space (a conditional space): no verdict

@@ -19,6 +19,7 @@ import optuna
 from tuner import metrics
 from tuner.errors import ConfigError
 from tuner.metrics import COST_AXES
+from tuner.quiet import experimental_ok
 from tuner.records import FINISHED, TrialRecord
 from tuner.units import finite
 
@@ -316,9 +317,9 @@ def param_importance(
 
     target = None if len(objectives) == 1 else (lambda t: t.values[0])
     try:  # fANOVA takes minutes at 1,000 trials; PED-ANOVA well under a second
-        found = get_param_importances(
-            _sampled(study), evaluator=PedAnovaImportanceEvaluator(), target=target
-        )
+        with experimental_ok():  # experimental before Optuna 5
+            evaluator = PedAnovaImportanceEvaluator()
+        found = get_param_importances(_sampled(study), evaluator=evaluator, target=target)
     except Exception as err:  # noqa: BLE001 - e.g. no param that varies; the plot says why
         return {}, f"importance not available: {err}"
     if not found:

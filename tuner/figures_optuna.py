@@ -16,6 +16,7 @@ import optuna
 
 from tuner.dashboards import DashboardData
 from tuner.plotstyle import base_layout
+from tuner.quiet import experimental_ok
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -39,7 +40,8 @@ def optuna_figures(data: DashboardData) -> dict[str, go.Figure]:
     target = (lambda t: t.values[0]) if len(data.objectives) > 1 else None
     if data.max_running > 1:
         recent = _in_memory(data, data.optuna_trials[-MAX_TIMELINE:])
-        figs["timeline"] = _styled(optuna.visualization.plot_timeline(recent))
+        with experimental_ok():
+            figs["timeline"] = _styled(optuna.visualization.plot_timeline(recent))
     params = ranked_params(data)
     if not params:
         return figs

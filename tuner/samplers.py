@@ -14,7 +14,6 @@ after their second milestone).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -42,9 +41,9 @@ class SearchSpace(Protocol):
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]: ...
 
 
-# tuner chooses Optuna's experimental features on purpose and reports outcomes itself
+# tuner reports outcomes itself; the experimental features it picks are each picked under
+# tuner.quiet.experimental_ok
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 AUTO = "auto"
 SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {

@@ -180,7 +180,7 @@ def guard_client(client: Any, uri: str) -> GuardedClient:
     MLflow also logs every database error it raises, traceback and all; tuner says each one
     itself, in one line, so that logger is quietened.
     """
-    if uri.startswith(("http://", "https://")):
+    if stores.is_server(uri):
         bound_http_waits()
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     return GuardedClient(client, uri)

@@ -93,5 +93,5 @@ def probe_tracking(uri: str) -> None:
     label = failures.mlflow_label(uri)
     if db is not None:
         failures.probe_local(db, label)
-    elif uri.startswith(("http://", "https://")):
+    elif stores.is_server(uri):
         Tracker(uri).client.search_experiments(max_results=1)

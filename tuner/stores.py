@@ -52,6 +52,11 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url[len(SQLITE) :]) if url.startswith(SQLITE) else None
 
 
+def is_server(uri: str) -> bool:
+    """An http(s) URI: an MLflow tracking server, reached over REST."""
+    return uri.startswith(("http://", "https://"))
+
+
 def is_journal(url: str) -> bool:
     """A plain path ending in .log is an Optuna journal file."""
     return "://" not in url and url.endswith(".log")

@@ -68,7 +68,7 @@ class Tracker:
             else:
                 self.client = MlflowClient(tracking_uri=self.uri)
         self.client = guard_client(self.client, self.uri)
-        self.asynchronous = self.uri.startswith(("http://", "https://"))
+        self.asynchronous = stores.is_server(self.uri)
         """Milestone batches go out without waiting for a tracking server (never SQLite)."""
 
     # ------------------------------------------------------------ experiment and parent run

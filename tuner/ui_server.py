@@ -203,7 +203,7 @@ def _group_and_state(pid: str) -> tuple[int, bool] | None:
 def tuner_experiments(uri: str) -> list[tuple[str, str]]:
     """(name, id) of tuner's experiments in a local store, newest first, each tagged for the
     training view (stores written before tuner tagged them get the tags here)."""
-    if uri.startswith(("http://", "https://")):
+    if stores.is_server(uri):
         return []
     db = stores.sqlite_path(uri)
     if db is not None and not db.is_file():

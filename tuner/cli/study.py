@@ -207,6 +207,8 @@ def _exit_if_failed(failed: list[int], workers: int) -> None:
 
 def _finish(handle: StudyHandle) -> None:
     """After every run, whichever way it ran: the summary line, then the dashboard redrawn."""
+    from tuner import stores
+    from tuner.mlflow_ui import experiment_url
     from tuner.page import publish
     from tuner.progress import best_line
 
@@ -214,9 +216,7 @@ def _finish(handle: StudyHandle) -> None:
     done = plural(handle.finished_count(), "trial")
     out.print(f"study [bold]{handle.name}[/]: {done} finished; {line}")
     table = f"table: `tuner study show {handle.name}`"
-    if handle.tracking_uri.startswith(("http://", "https://")):  # a server: its own UI
-        from tuner.mlflow_ui import experiment_url
-
+    if stores.is_server(handle.tracking_uri):  # a server: its own UI
         url = experiment_url(handle.tracking_uri, handle.experiment_id)
         out.print(f"browse: {url}", highlight=False, soft_wrap=True)
         out.print(table)

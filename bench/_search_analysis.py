@@ -269,9 +269,10 @@ def completed(curves: list[Curve]) -> list[TrialPoint]:
     return [t for c in curves for t in c.trials if t.state == "COMPLETE" and t.value is not None]
 
 
-def reaching(curves: list[Curve], target: float) -> list[TrialPoint]:
-    """The completed trials that reached `target` on their own, cheapest first."""
-    return sorted((t for t in completed(curves) if t.value <= target), key=lambda t: t.flops)
+def reaching(done: list[TrialPoint], target: float) -> list[TrialPoint]:
+    """Of the completed trials `done`, those that reached `target` on their own, cheapest
+    first."""
+    return sorted((t for t in done if t.value <= target), key=lambda t: t.flops)
 
 
 def _floor(
@@ -282,7 +283,7 @@ def _floor(
     own, bound what any search can do without knowing the answer in advance. `goal` x `base`
     (random's FLOPs to the target) is the goal's budget."""
     draws = completed(random)
-    hits = reaching(random, target)
+    hits = reaching(draws, target)
     budget = goal * base
     cheap = [t for t in hits if t.flops <= budget]
     say()
@@ -318,7 +319,7 @@ def rerun_picks(random: list[Curve], target: float) -> dict[str, TrialPoint]:
     if not done:
         return {}
     best = min(done, key=lambda t: t.value)
-    hits = reaching(random, target)
+    hits = reaching(done, target)
     if not hits:
         return {"best": best}
     if hits[0] is best:
